@@ -1,0 +1,112 @@
+//! Projects and their API keys. Keys are configured and kept only as SHA-256 hashes; a request
+//! presents `Authorization: Bearer <key>` and gets its project if the key's scope allows the route.
+
+use crate::error::ApiError;
+use actix_web::http::header;
+use actix_web::HttpRequest;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+
+/// What a key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// Post events (`POST /v1/batch`).
+    Ingest,
+    /// Read sessions and metrics.
+    Read,
+    /// Administer the project.
+    Admin,
+}
+
+impl Scope {
+    fn action(self) -> &'static str {
+        match self {
+            Self::Ingest => "post events",
+            Self::Read => "read data",
+            Self::Admin => "administer",
+        }
+    }
+}
+
+/// One project and its keys, as configured.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectConfig {
+    /// The project's id: letters, digits, `-` and `_`.
+    pub id: String,
+    pub keys: Vec<KeyConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyConfig {
+    /// Hex SHA-256 of the key (`printf %s "$KEY" | sha256sum`).
+    pub sha256: String,
+    /// What the key may do.
+    pub scopes: Vec<Scope>,
+}
+
+/// The hex SHA-256 of a key, as stored in config.
+pub fn hash_key(key: &str) -> String {
+    hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// The project a request was authenticated as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub project_id: String,
+}
+
+struct KeyEntry {
+    project_id: String,
+    scopes: Vec<Scope>,
+}
+
+/// Key hash → project and scopes.
+pub struct KeyRing {
+    keys: HashMap<String, KeyEntry>,
+}
+
+impl KeyRing {
+    pub fn new(projects: &[ProjectConfig]) -> anyhow::Result<Self> {
+        let mut keys = HashMap::new();
+        for project in projects {
+            let valid_id = !project.id.is_empty()
+                && project.id.len() <= 64
+                && project.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+            if !valid_id {
+                anyhow::bail!("project id {:?} must be 1-64 letters, digits, '-' or '_'", project.id);
+            }
+            for key in &project.keys {
+                let hash = key.sha256.to_ascii_lowercase();
+                if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
+                    anyhow::bail!("a key of project {} is not a hex SHA-256 hash", project.id);
+                }
+                let entry = KeyEntry { project_id: project.id.clone(), scopes: key.scopes.clone() };
+                if keys.insert(hash, entry).is_some() {
+                    anyhow::bail!("a key hash is configured twice");
+                }
+            }
+        }
+        Ok(Self { keys })
+    }
+
+    /// Authenticates the request's bearer key and checks it may act in `scope`.
+    pub fn authorize(&self, request: &HttpRequest, scope: Scope) -> Result<Principal, ApiError> {
+        let key = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|k| !k.is_empty())
+            .ok_or(ApiError::Unauthorized)?;
+        let entry = self.keys.get(&hash_key(key)).ok_or(ApiError::Unauthorized)?;
+        if !entry.scopes.contains(&scope) {
+            return Err(ApiError::Forbidden(scope.action()));
+        }
+        Ok(Principal { project_id: entry.project_id.clone() })
+    }
+}

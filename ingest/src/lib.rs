@@ -1,0 +1,35 @@
+//! tally-ingest: the HTTP front door of Tally.
+//!
+//! `POST /v1/batch` validates events and publishes them to Kafka, answering only after Kafka
+//! acknowledged them; the read routes serve sessions from ClickHouse. See [`server::routes`].
+
+pub mod auth;
+pub mod batch;
+pub mod body;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod sessions;
+pub mod sink;
+
+use std::sync::Arc;
+
+/// A running ingest: its address, and the handle that stops it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub handle: actix_web::dev::ServerHandle,
+    pub server: actix_web::dev::Server,
+    pub sink: Arc<sink::KafkaSink>,
+}
+
+/// Builds the Kafka sink and the server for `config`, bound to `config.listen`.
+pub fn build(config: config::IngestConfig) -> anyhow::Result<Running> {
+    let sink = Arc::new(sink::KafkaSink::new(&config.kafka, &config.producer)?);
+    let listener = std::net::TcpListener::bind(&config.listen)
+        .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let state = actix_web::web::Data::new(server::AppState::new(config, sink.clone())?);
+    let server = server::start(state, listener)?;
+    Ok(Running { addr, handle: server.handle(), server, sink })
+}

@@ -1,0 +1,42 @@
+use clap::Parser;
+use std::path::PathBuf;
+use std::time::Duration;
+use tally_ingest::config::IngestConfig;
+
+/// Tally ingest: receives event batches over HTTP, publishes them to Kafka, and serves the
+/// read API from ClickHouse.
+///
+/// Configuration comes from the TOML file, then from TALLY_… environment variables
+/// (TALLY_LISTEN, TALLY_KAFKA__BROKERS, TALLY_CLICKHOUSE__URL, …); see the README.
+#[derive(Debug, Parser)]
+#[command(name = "tally-ingest", version)]
+struct Cli {
+    /// The TOML configuration file.
+    #[arg(long, short, env = "TALLY_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the configuration in effect (keys are hashes) and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tally_runtime::logging::init();
+    let config: IngestConfig = tally_runtime::config::load(cli.config.as_deref())?;
+    if cli.print_config {
+        println!("{}", toml_like(&config));
+        return Ok(());
+    }
+    let running = tally_ingest::build(config)?;
+    tracing::info!(addr = %running.addr, "tally-ingest listening");
+    running.server.await?;
+    // The server has stopped accepting and finished its requests; deliver what is queued.
+    running.sink.flush(Duration::from_secs(10));
+    tracing::info!("tally-ingest stopped");
+    Ok(())
+}
+
+fn toml_like(config: &IngestConfig) -> String {
+    serde_json::to_string_pretty(config).unwrap_or_default()
+}

@@ -1,0 +1,142 @@
+//! The HTTP server: shared state, routes, and the middleware that gives every response an
+//! `X-Request-Id`, one JSON log line and its metrics.
+
+use crate::auth::KeyRing;
+use crate::config::IngestConfig;
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::sink::EventSink;
+use crate::{batch, sessions};
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::{from_fn, Next};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use std::net::TcpListener;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Everything a handler needs, shared by all workers.
+pub struct AppState {
+    pub config: IngestConfig,
+    pub keys: KeyRing,
+    pub sink: Arc<dyn EventSink>,
+    pub clickhouse: clickhouse::Client,
+    pub metrics: Metrics,
+}
+
+impl AppState {
+    pub fn new(config: IngestConfig, sink: Arc<dyn EventSink>) -> anyhow::Result<Self> {
+        Ok(Self {
+            keys: KeyRing::new(&config.projects)?,
+            clickhouse: config.clickhouse.client(),
+            sink,
+            metrics: Metrics::new(),
+            config,
+        })
+    }
+}
+
+/// Registers every route on an app.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/batch", web::post().to(batch::post_batch))
+        .route("/v1/sessions/{id}", web::get().to(sessions::get_session))
+        .route("/v1/sessions/{id}/timeline", web::get().to(sessions::get_timeline))
+        .route("/healthz", web::get().to(healthz))
+        .route("/readyz", web::get().to(readyz))
+        .route("/metrics", web::get().to(metrics));
+}
+
+/// Starts the server on `listener`; the returned future runs it until it is stopped
+/// (SIGINT/SIGTERM or its handle), finishing in-flight requests first.
+pub fn start(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
+    let workers = match state.config.workers {
+        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        n => n,
+    };
+    let shutdown = state.config.shutdown_timeout_secs;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .wrap(from_fn(observe))
+            .configure(routes)
+            .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound("route")) }))
+    })
+    .listen(listener)?
+    .workers(workers)
+    .shutdown_timeout(shutdown)
+    .run();
+    Ok(server)
+}
+
+async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if state.sink.is_ready() {
+        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
+    } else {
+        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not_ready", "reason": "kafka unreachable"}))
+    }
+}
+
+async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Request id, access log and request metrics for every request.
+async fn observe(
+    request: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let state = request.app_data::<web::Data<AppState>>().cloned();
+    if let Some(state) = &state {
+        state.metrics.in_flight.inc();
+    }
+    let method = request.method().to_string();
+    let path = request.path().to_owned();
+
+    let result = next.call(request).await;
+
+    if let Some(state) = &state {
+        state.metrics.in_flight.dec();
+    }
+    let mut response = result?;
+    let status = response.status().as_u16();
+    let route = response
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let elapsed = started.elapsed();
+    if let Some(state) = &state {
+        let metrics = &state.metrics;
+        metrics.requests.with_label_values(&[route.as_str(), &status.to_string()]).inc();
+        metrics.request_duration.with_label_values(&[route.as_str()]).observe(elapsed.as_secs_f64());
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    tracing::info!(
+        request_id = %request_id,
+        method = %method,
+        path = %path,
+        route = %route,
+        status,
+        duration_ms = elapsed.as_secs_f64() * 1000.0,
+        "request"
+    );
+    Ok(response)
+}

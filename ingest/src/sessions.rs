@@ -1,0 +1,115 @@
+//! The session read routes, scoped to the read key's project:
+//! `GET /v1/sessions/{id}` (the rollup) and `GET /v1/sessions/{id}/timeline` (the events).
+
+use crate::auth::Scope;
+use crate::error::ApiError;
+use crate::server::AppState;
+use actix_web::{web, HttpRequest, HttpResponse};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use tally_schema::event::{Event, Timestamp, Usage};
+use tally_schema::money::nanos_to_json;
+use tally_schema::queries;
+use tally_schema::rows::{EventRow, SessionRow};
+
+#[derive(Debug, Serialize)]
+pub struct SessionSummary {
+    pub session_id: String,
+    pub account_id: String,
+    pub started_at: Timestamp,
+    pub last_event_at: Timestamp,
+    pub duration_ms: i64,
+    pub event_count: u64,
+    pub event_counts: BTreeMap<String, u64>,
+    pub llm_calls: u64,
+    pub tool_calls: u64,
+    pub errors: u64,
+    pub usage: Usage,
+    /// Sum of the `cost_usd` the SDK sent with the session's events.
+    pub provided_cost_usd: serde_json::Value,
+    pub models: Vec<String>,
+    /// `ended` once a `session_end` arrived, else `active`.
+    pub state: &'static str,
+    /// `error` when any event failed, else `ok`.
+    pub status: &'static str,
+}
+
+impl From<SessionRow> for SessionSummary {
+    fn from(row: SessionRow) -> Self {
+        Self {
+            event_counts: row.counts_by_type(),
+            started_at: Timestamp(row.first_ts_ms),
+            last_event_at: Timestamp(row.last_ts_ms),
+            duration_ms: row.last_ts_ms - row.first_ts_ms,
+            event_count: row.event_count,
+            llm_calls: row.llm_calls,
+            tool_calls: row.tool_calls,
+            errors: row.errors,
+            usage: Usage {
+                input_tokens: row.input_tokens,
+                output_tokens: row.output_tokens,
+                cache_read_tokens: row.cache_read_tokens,
+                cache_write_tokens: row.cache_write_tokens,
+            },
+            provided_cost_usd: nanos_to_json(row.provided_cost_nanos),
+            state: if row.ended == 1 { "ended" } else { "active" },
+            status: if row.errors > 0 { "error" } else { "ok" },
+            models: row.models,
+            session_id: row.session_id,
+            account_id: row.account_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Timeline {
+    pub session_id: String,
+    pub events: Vec<Event>,
+}
+
+fn session_id(path: &web::Path<String>) -> Result<String, ApiError> {
+    let id = path.as_str();
+    if id.is_empty() || id.chars().count() > 128 {
+        return Err(ApiError::bad_request("invalid_session_id", "session id must be 1 to 128 characters"));
+    }
+    Ok(id.to_owned())
+}
+
+pub async fn get_session(
+    request: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = state.keys.authorize(&request, Scope::Read)?;
+    let session_id = session_id(&path)?;
+    let row = state
+        .clickhouse
+        .query(queries::SESSION_ROLLUP.sql)
+        .bind(&principal.project_id)
+        .bind(&session_id)
+        .fetch_optional::<SessionRow>()
+        .await?
+        .ok_or(ApiError::NotFound("session"))?;
+    Ok(HttpResponse::Ok().json(SessionSummary::from(row)))
+}
+
+pub async fn get_timeline(
+    request: HttpRequest,
+    path: web::Path<String>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let principal = state.keys.authorize(&request, Scope::Read)?;
+    let session_id = session_id(&path)?;
+    let rows = state
+        .clickhouse
+        .query(queries::SESSION_TIMELINE.sql)
+        .bind(&principal.project_id)
+        .bind(&session_id)
+        .fetch_all::<EventRow>()
+        .await?;
+    if rows.is_empty() {
+        return Err(ApiError::NotFound("session"));
+    }
+    let events = rows.into_iter().map(EventRow::into_event).collect();
+    Ok(HttpResponse::Ok().json(Timeline { session_id, events }))
+}

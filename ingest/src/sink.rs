@@ -1,0 +1,157 @@
+//! Where accepted events go: a small trait, so the HTTP layer can be tested alone, and its
+//! Kafka implementation, which answers only once the broker has acknowledged every record.
+
+use futures::future::{join_all, BoxFuture};
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+use tally_runtime::kafka::KafkaConfig;
+
+/// One record to publish: the partitioning key and the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkRecord {
+    pub key: String,
+    pub payload: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SinkError {
+    /// The sink did not acknowledge every record in time; the caller must retry the batch.
+    #[error("event sink unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Publishes records durably. `publish` resolves `Ok` only when every record is stored.
+pub trait EventSink: Send + Sync + 'static {
+    fn publish(&self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), SinkError>>;
+
+    /// Whether the sink can currently reach its backend.
+    fn is_ready(&self) -> bool;
+}
+
+/// Producer settings of ingest.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProducerConfig {
+    /// How long Kafka has to acknowledge a batch before ingest answers 503, in milliseconds.
+    pub delivery_timeout_ms: u64,
+    /// Most records waiting in the producer's queue; a full queue answers 503.
+    pub queue_max_messages: u32,
+    /// How long the producer waits to fill a Kafka batch, in milliseconds.
+    pub linger_ms: u32,
+    /// `Retry-After` sent with a 503, in seconds.
+    pub retry_after_secs: u64,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            delivery_timeout_ms: 5000,
+            queue_max_messages: 200_000,
+            linger_ms: 5,
+            retry_after_secs: 2,
+        }
+    }
+}
+
+/// The Kafka sink: acks=all, idempotent, bounded queue, a delivery deadline.
+pub struct KafkaSink {
+    producer: Arc<FutureProducer>,
+    topic: String,
+    deadline: Duration,
+    ready: Arc<AtomicBool>,
+}
+
+impl KafkaSink {
+    pub fn new(kafka: &KafkaConfig, producer: &ProducerConfig) -> anyhow::Result<Self> {
+        let mut config: ClientConfig = kafka.client_config();
+        config
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("message.timeout.ms", producer.delivery_timeout_ms.to_string())
+            .set("queue.buffering.max.messages", producer.queue_max_messages.to_string())
+            .set("linger.ms", producer.linger_ms.to_string())
+            .set("compression.type", "lz4");
+        let producer_handle: Arc<FutureProducer> = Arc::new(config.create()?);
+        let ready = Arc::new(AtomicBool::new(false));
+        watch_readiness(Arc::downgrade(&producer_handle), kafka.events_topic.clone(), ready.clone());
+        Ok(Self {
+            producer: producer_handle,
+            topic: kafka.events_topic.clone(),
+            deadline: Duration::from_millis(producer.delivery_timeout_ms),
+            ready,
+        })
+    }
+
+    /// Waits for queued records to be delivered, up to `timeout` (used at shutdown).
+    pub fn flush(&self, timeout: Duration) {
+        if let Err(err) = self.producer.flush(timeout) {
+            tracing::warn!(%err, "producer flush did not complete");
+        }
+    }
+
+    /// Records waiting in the producer's queue.
+    pub fn queue_len(&self) -> i32 {
+        self.producer.in_flight_count()
+    }
+}
+
+impl EventSink for KafkaSink {
+    fn publish(&self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            let mut deliveries = Vec::with_capacity(records.len());
+            for record in &records {
+                let future_record = FutureRecord::to(&self.topic)
+                    .key(record.key.as_bytes())
+                    .payload(record.payload.as_slice());
+                match self.producer.send_result(future_record) {
+                    Ok(delivery) => deliveries.push(delivery),
+                    // Queue full or producer failing: what was queued still goes out, and
+                    // the client's resend is deduplicated downstream by event_id.
+                    Err((err, _)) => return Err(SinkError::Unavailable(err.to_string())),
+                }
+            }
+            let grace = self.deadline + Duration::from_secs(1);
+            let results = tokio::time::timeout(grace, join_all(deliveries))
+                .await
+                .map_err(|_| SinkError::Unavailable("delivery deadline passed".into()))?;
+            for result in results {
+                match result {
+                    Ok(Ok(_)) => {}
+                    Ok(Err((err, _))) => return Err(SinkError::Unavailable(err.to_string())),
+                    Err(_) => return Err(SinkError::Unavailable("delivery cancelled".into())),
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+}
+
+/// Polls the cluster's metadata every two seconds on a thread of its own and records
+/// whether the event topic is reachable. The thread ends with the producer.
+fn watch_readiness(producer: Weak<FutureProducer>, topic: String, ready: Arc<AtomicBool>) {
+    let spawned = std::thread::Builder::new()
+        .name("kafka-readiness".into())
+        .spawn(move || {
+            while let Some(producer) = producer.upgrade() {
+                let reachable = producer
+                    .client()
+                    .fetch_metadata(Some(&topic), Duration::from_secs(2))
+                    .map(|m| m.topics().iter().any(|t| t.name() == topic && t.error().is_none()))
+                    .unwrap_or(false);
+                ready.store(reachable, Ordering::Relaxed);
+                drop(producer);
+                std::thread::sleep(Duration::from_secs(2));
+            }
+        });
+    if let Err(err) = spawned {
+        tracing::error!(%err, "cannot start the Kafka readiness thread");
+    }
+}

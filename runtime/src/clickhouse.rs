@@ -1,0 +1,80 @@
+//! Connecting to ClickHouse over HTTP with the `clickhouse` crate.
+
+use serde::{Deserialize, Serialize};
+
+/// Where ClickHouse is and which database Tally uses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClickHouseConfig {
+    /// HTTP endpoint of the server.
+    pub url: String,
+    /// Database holding Tally's tables; `migrate` creates it when missing.
+    pub database: String,
+    pub user: String,
+    pub password: String,
+}
+
+impl Default for ClickHouseConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:8123".into(),
+            database: "tally".into(),
+            user: "default".into(),
+            password: String::new(),
+        }
+    }
+}
+
+impl ClickHouseConfig {
+    /// A client bound to the configured database. Row-type validation against the server's
+    /// schema needs `RowBinaryWithNamesAndTypes`, which ClickHouse 18.16 lacks, so it is off
+    /// until [`connect`](Self::connect) has seen a server new enough.
+    pub fn client(&self) -> clickhouse::Client {
+        self.server_client()
+            .with_database(&self.database)
+            .with_validation(false)
+    }
+
+    /// A client without a database, for `CREATE DATABASE` and `SELECT version()`.
+    pub fn server_client(&self) -> clickhouse::Client {
+        clickhouse::Client::default()
+            .with_url(&self.url)
+            .with_user(&self.user)
+            .with_password(&self.password)
+            .with_validation(false)
+    }
+
+    /// A client for the configured database, with validation on where the server supports it.
+    pub async fn connect(&self) -> Result<clickhouse::Client, clickhouse::error::Error> {
+        let version = server_version(&self.server_client()).await?;
+        Ok(self.client().with_validation(supports_validation(&version)))
+    }
+}
+
+/// `SELECT version()`, e.g. `"18.16.1"`.
+pub async fn server_version(client: &clickhouse::Client) -> Result<String, clickhouse::error::Error> {
+    client.query("SELECT version()").fetch_one::<String>().await
+}
+
+/// The crate's schema validation reads `RowBinaryWithNamesAndTypes`, which servers from
+/// 24.x on produce with the type names it expects.
+pub fn supports_validation(version: &str) -> bool {
+    major_version(version).is_some_and(|major| major >= 24)
+}
+
+pub fn major_version(version: &str) -> Option<u32> {
+    version.split('.').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_follows_the_server_version() {
+        assert!(!supports_validation("18.16.1"));
+        assert!(supports_validation("24.8.1.1"));
+        assert!(supports_validation("26.9.1"));
+        assert!(!supports_validation("garbage"));
+    }
+}

@@ -1,0 +1,64 @@
+//! Kafka connection settings shared by producers and consumers, and topic creation.
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::types::RDKafkaErrorCode;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// Where Kafka is and which topic carries events.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma separated.
+    pub brokers: String,
+    /// The event topic.
+    pub events_topic: String,
+    /// Partitions of the event topic when Tally creates it.
+    pub events_partitions: i32,
+    /// Replication factor of the event topic when Tally creates it.
+    pub replication_factor: i32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            brokers: "127.0.0.1:9092".into(),
+            events_topic: "tally.events.v1".into(),
+            events_partitions: 6,
+            replication_factor: 1,
+        }
+    }
+}
+
+impl KafkaConfig {
+    /// Base client settings; callers add producer or consumer settings on top.
+    pub fn client_config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.brokers)
+            .set("client.id", "tally")
+            .set("log_level", "4");
+        config
+    }
+
+    /// Creates the event topic unless it exists.
+    pub async fn ensure_events_topic(&self) -> anyhow::Result<()> {
+        let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
+        let topic = NewTopic::new(
+            &self.events_topic,
+            self.events_partitions,
+            TopicReplication::Fixed(self.replication_factor),
+        );
+        let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+        let results = admin.create_topics([&topic], &options).await?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((name, code)) => anyhow::bail!("cannot create topic {name}: {code}"),
+            }
+        }
+        Ok(())
+    }
+}

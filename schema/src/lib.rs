@@ -1,0 +1,19 @@
+//! Tally's data model, with no I/O.
+//!
+//! - [`event`]: the validated event, as it travels from ingest through Kafka to ClickHouse;
+//! - [`validate`]: turning untrusted JSON into events, or into per-event [`validate::Rejection`]s;
+//! - [`envelope`]: the Kafka record (key and payload) that carries one event;
+//! - [`rows`]: ClickHouse row types and the session rollup fold;
+//! - [`money`]: exact USD amounts as integer nano-dollars;
+//! - [`migrations`] and [`queries`]: the SQL that both services and the tests run.
+
+pub mod envelope;
+pub mod event;
+pub mod migrations;
+pub mod money;
+pub mod queries;
+pub mod rows;
+pub mod validate;
+
+pub use envelope::Envelope;
+pub use event::{Event, EventType};

@@ -1,0 +1,32 @@
+//! The read queries, kept as SQL files so the cross-engine test runs exactly these.
+//! Values are bound with `?` placeholders, in order.
+
+/// A named read query.
+#[derive(Debug, Clone, Copy)]
+pub struct Query {
+    pub name: &'static str,
+    pub sql: &'static str,
+}
+
+/// The events of one session in order; ties on the timestamp are broken by `event_id`.
+/// Binds: project_id, session_id.
+pub const SESSION_TIMELINE: Query = Query {
+    name: "session_timeline",
+    sql: include_str!("../queries/session_timeline.sql"),
+};
+
+/// The rollup row of one session. Binds: project_id, session_id.
+pub const SESSION_ROLLUP: Query = Query {
+    name: "session_rollup",
+    sql: include_str!("../queries/session_rollup.sql"),
+};
+
+/// Current rollups of several sessions of one project, for the aggregator to resume from.
+/// Binds: project_id, array of session_id.
+pub const SESSIONS_BY_ID: Query = Query {
+    name: "sessions_by_id",
+    sql: include_str!("../queries/sessions_by_id.sql"),
+};
+
+/// Every query, for the cross-engine test.
+pub const ALL: &[Query] = &[SESSION_TIMELINE, SESSION_ROLLUP, SESSIONS_BY_ID];
