@@ -1,1 +1,74 @@
+//! tally-aggregator: the Kafka consumer group that folds events into ClickHouse.
+//!
+//! [`consumer::Aggregator`] reads `tally.events.v1`, [`fold::Folder`] applies each record
+//! exactly once to the raw event store and the session rollups, [`store::Store`] writes them,
+//! and offsets are committed only after ClickHouse has the rows.
 
+pub mod config;
+pub mod consumer;
+pub mod dedup;
+pub mod fold;
+pub mod health;
+pub mod metrics;
+pub mod store;
+
+use std::sync::Arc;
+use tokio::sync::watch;
+
+/// A running aggregator: the address of its health server, and how to stop it.
+pub struct Running {
+    pub addr: std::net::SocketAddr,
+    pub metrics: Arc<metrics::Metrics>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    health: actix_web::dev::ServerHandle,
+}
+
+impl Running {
+    /// Finishes the batch in hand, then stops.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.stop.send(true);
+        let result = self.task.await?;
+        self.health.stop(true).await;
+        result
+    }
+
+    /// Waits until the fold loop ends (on error, or after [`Running::stop`] elsewhere).
+    pub async fn wait(&mut self) -> anyhow::Result<()> {
+        (&mut self.task).await?
+    }
+
+    pub fn stopper(&self) -> watch::Sender<bool> {
+        self.stop.clone()
+    }
+}
+
+/// Applies migrations, creates the topic if asked, then starts folding and the health server.
+pub async fn start(config: config::AggregatorConfig) -> anyhow::Result<Running> {
+    let applied = tally_runtime::migrate::run(&config.clickhouse).await?;
+    if !applied.is_empty() {
+        tracing::info!(?applied, "migrations applied");
+    }
+    if config.create_topic {
+        config.kafka.ensure_events_topic().await?;
+    }
+    let client = config.clickhouse.connect().await?;
+    let metrics = Arc::new(metrics::Metrics::new());
+    let listener = std::net::TcpListener::bind(&config.listen)
+        .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let health = health::start(metrics.clone(), listener)?;
+    let health_handle = health.handle();
+    tokio::spawn(health);
+
+    let (stop, shutdown) = watch::channel(false);
+    let aggregator = consumer::Aggregator::new(config, client, metrics.clone(), shutdown)?;
+    let task = tokio::spawn(aggregator.run());
+    Ok(Running {
+        addr,
+        metrics,
+        stop,
+        task,
+        health: health_handle,
+    })
+}

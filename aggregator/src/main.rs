@@ -1,1 +1,59 @@
-fn main(){}
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use tally_aggregator::config::AggregatorConfig;
+
+/// Tally aggregator: folds events from Kafka into ClickHouse, exactly once in effect.
+///
+/// Configuration comes from the TOML file, then from TALLY_… environment variables
+/// (TALLY_GROUP_ID, TALLY_KAFKA__BROKERS, TALLY_CLICKHOUSE__URL, …); see the README.
+#[derive(Debug, Parser)]
+#[command(name = "tally-aggregator", version)]
+struct Cli {
+    /// The TOML configuration file.
+    #[arg(long, short, env = "TALLY_CONFIG", global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Apply migrations, then fold events until SIGINT or SIGTERM (the default).
+    Run,
+    /// Apply pending schema migrations and exit.
+    Migrate,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tally_runtime::logging::init();
+    let config: AggregatorConfig = tally_runtime::config::load(cli.config.as_deref())?;
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Migrate => {
+            let applied = tally_runtime::migrate::run(&config.clickhouse).await?;
+            tracing::info!(?applied, database = %config.clickhouse.database, "migrations up to date");
+        }
+        Command::Run => {
+            let mut running = tally_aggregator::start(config).await?;
+            tracing::info!(addr = %running.addr, "tally-aggregator running");
+            let stopper = running.stopper();
+            tokio::select! {
+                result = running.wait() => result?,
+                _ = shutdown_signal() => {
+                    let _ = stopper.send(true);
+                    running.wait().await?;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+    }
+}

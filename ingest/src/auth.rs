@@ -75,16 +75,25 @@ impl KeyRing {
         for project in projects {
             let valid_id = !project.id.is_empty()
                 && project.id.len() <= 64
-                && project.id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+                && project
+                    .id
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
             if !valid_id {
-                anyhow::bail!("project id {:?} must be 1-64 letters, digits, '-' or '_'", project.id);
+                anyhow::bail!(
+                    "project id {:?} must be 1-64 letters, digits, '-' or '_'",
+                    project.id
+                );
             }
             for key in &project.keys {
                 let hash = key.sha256.to_ascii_lowercase();
                 if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
                     anyhow::bail!("a key of project {} is not a hex SHA-256 hash", project.id);
                 }
-                let entry = KeyEntry { project_id: project.id.clone(), scopes: key.scopes.clone() };
+                let entry = KeyEntry {
+                    project_id: project.id.clone(),
+                    scopes: key.scopes.clone(),
+                };
                 if keys.insert(hash, entry).is_some() {
                     anyhow::bail!("a key hash is configured twice");
                 }
@@ -103,10 +112,15 @@ impl KeyRing {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let entry = self.keys.get(&hash_key(key)).ok_or(ApiError::Unauthorized)?;
+        let entry = self
+            .keys
+            .get(&hash_key(key))
+            .ok_or(ApiError::Unauthorized)?;
         if !entry.scopes.contains(&scope) {
             return Err(ApiError::Forbidden(scope.action()));
         }
-        Ok(Principal { project_id: entry.project_id.clone() })
+        Ok(Principal {
+            project_id: entry.project_id.clone(),
+        })
     }
 }

@@ -47,7 +47,10 @@ pub async fn post_batch(
         .into_iter()
         .map(|event| {
             let envelope = Envelope::new(&principal.project_id, received_at_ms, event);
-            SinkRecord { key: envelope.key(), payload: envelope.encode() }
+            SinkRecord {
+                key: envelope.key(),
+                payload: envelope.encode(),
+            }
         })
         .collect();
     let accepted = records.len();
@@ -69,9 +72,18 @@ pub async fn post_batch(
         }
     }
 
-    metrics.events.with_label_values(&["accepted", ""]).inc_by(accepted as u64);
+    metrics
+        .events
+        .with_label_values(&["accepted", ""])
+        .inc_by(accepted as u64);
     for rejection in &parsed.rejected {
-        metrics.events.with_label_values(&["rejected", rejection.code.as_str()]).inc();
+        metrics
+            .events
+            .with_label_values(&["rejected", rejection.code.as_str()])
+            .inc();
     }
-    Ok(HttpResponse::Ok().json(BatchResponse { accepted, rejected: parsed.rejected }))
+    Ok(HttpResponse::Ok().json(BatchResponse {
+        accepted,
+        rejected: parsed.rejected,
+    }))
 }

@@ -25,11 +25,17 @@ pub fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
 }
 
 /// Reads the body and decodes its `Content-Encoding`; both steps stop at `limit` bytes.
-pub async fn read_json_body(request: &HttpRequest, mut payload: web::Payload, limit: usize) -> Result<Vec<u8>, ApiError> {
+pub async fn read_json_body(
+    request: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Vec<u8>, ApiError> {
     let encoding = Encoding::of(request)?;
     let mut raw = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|err| ApiError::bad_request("invalid_body", format!("cannot read the body: {err}")))?;
+        let chunk = chunk.map_err(|err| {
+            ApiError::bad_request("invalid_body", format!("cannot read the body: {err}"))
+        })?;
         if raw.len() + chunk.len() > limit {
             return Err(too_large(limit));
         }
@@ -39,7 +45,9 @@ pub async fn read_json_body(request: &HttpRequest, mut payload: web::Payload, li
 }
 
 fn too_large(limit: usize) -> ApiError {
-    ApiError::PayloadTooLarge(format!("body is larger than {limit} bytes (after decompression)"))
+    ApiError::PayloadTooLarge(format!(
+        "body is larger than {limit} bytes (after decompression)"
+    ))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,7 +62,13 @@ impl Encoding {
         let Some(value) = request.headers().get(header::CONTENT_ENCODING) else {
             return Ok(Self::Identity);
         };
-        match value.to_str().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+        match value
+            .to_str()
+            .unwrap_or("")
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "" | "identity" => Ok(Self::Identity),
             "gzip" | "x-gzip" => Ok(Self::Gzip),
             "zstd" => Ok(Self::Zstd),
@@ -86,8 +100,15 @@ impl Encoding {
 }
 
 fn bad_encoding(encoding: Encoding, err: &std::io::Error) -> ApiError {
-    let name = if encoding == Encoding::Gzip { "gzip" } else { "zstd" };
-    ApiError::bad_request("invalid_encoding", format!("body is not valid {name}: {err}"))
+    let name = if encoding == Encoding::Gzip {
+        "gzip"
+    } else {
+        "zstd"
+    };
+    ApiError::bad_request(
+        "invalid_encoding",
+        format!("body is not valid {name}: {err}"),
+    )
 }
 
 #[cfg(test)]
@@ -104,7 +125,12 @@ mod tests {
     #[test]
     fn decodes_within_the_limit() {
         let data = b"{\"batch\": []}".repeat(10);
-        assert_eq!(Encoding::Gzip.decode(&gzip(&data), data.len()).expect("fits"), data);
+        assert_eq!(
+            Encoding::Gzip
+                .decode(&gzip(&data), data.len())
+                .expect("fits"),
+            data
+        );
         let z = zstd::encode_all(data.as_slice(), 3).expect("zstd");
         assert_eq!(Encoding::Zstd.decode(&z, data.len()).expect("fits"), data);
     }
@@ -113,15 +139,21 @@ mod tests {
     fn a_bomb_stops_at_the_limit() {
         let bomb = gzip(&vec![b' '; 50 * 1024 * 1024]);
         assert!(bomb.len() < 100 * 1024);
-        let err = Encoding::Gzip.decode(&bomb, 1024 * 1024).expect_err("too large");
+        let err = Encoding::Gzip
+            .decode(&bomb, 1024 * 1024)
+            .expect_err("too large");
         assert!(matches!(err, ApiError::PayloadTooLarge(_)));
     }
 
     #[test]
     fn garbage_is_a_bad_request() {
-        let err = Encoding::Gzip.decode(b"not gzip at all", 1024).expect_err("bad");
+        let err = Encoding::Gzip
+            .decode(b"not gzip at all", 1024)
+            .expect_err("bad");
         assert_eq!(err.code(), "invalid_encoding");
-        let err = Encoding::Zstd.decode(b"not zstd at all", 1024).expect_err("bad");
+        let err = Encoding::Zstd
+            .decode(b"not zstd at all", 1024)
+            .expect_err("bad");
         assert_eq!(err.code(), "invalid_encoding");
     }
 }

@@ -31,5 +31,10 @@ pub fn build(config: config::IngestConfig) -> anyhow::Result<Running> {
     let addr = listener.local_addr()?;
     let state = actix_web::web::Data::new(server::AppState::new(config, sink.clone())?);
     let server = server::start(state, listener)?;
-    Ok(Running { addr, handle: server.handle(), server, sink })
+    Ok(Running {
+        addr,
+        handle: server.handle(),
+        server,
+        sink,
+    })
 }

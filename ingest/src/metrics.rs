@@ -1,8 +1,8 @@
 //! ingest's Prometheus metrics, served at `/metrics`.
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -20,20 +20,32 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let requests = IntCounterVec::new(
-            Opts::new("tally_ingest_http_requests_total", "HTTP requests by route and status."),
+            Opts::new(
+                "tally_ingest_http_requests_total",
+                "HTTP requests by route and status.",
+            ),
             &["route", "status"],
         )
         .expect("valid metric");
         let request_duration = HistogramVec::new(
-            HistogramOpts::new("tally_ingest_http_request_duration_seconds", "HTTP request latency.")
-                .buckets(exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+            HistogramOpts::new(
+                "tally_ingest_http_request_duration_seconds",
+                "HTTP request latency.",
+            )
+            .buckets(exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
             &["route"],
         )
         .expect("valid metric");
-        let in_flight = IntGauge::new("tally_ingest_http_requests_in_flight", "HTTP requests being served.")
-            .expect("valid metric");
+        let in_flight = IntGauge::new(
+            "tally_ingest_http_requests_in_flight",
+            "HTTP requests being served.",
+        )
+        .expect("valid metric");
         let events = IntCounterVec::new(
-            Opts::new("tally_ingest_events_total", "Events by outcome (accepted, rejected) and reason."),
+            Opts::new(
+                "tally_ingest_events_total",
+                "Events by outcome (accepted, rejected) and reason.",
+            ),
             &["outcome", "reason"],
         )
         .expect("valid metric");
@@ -66,9 +78,20 @@ impl Metrics {
             Box::new(produce_duration.clone()),
             Box::new(producer_queue.clone()),
         ] {
-            registry.register(collector).expect("metric names are unique");
+            registry
+                .register(collector)
+                .expect("metric names are unique");
         }
-        Self { registry, requests, request_duration, in_flight, events, batch_events, produce_duration, producer_queue }
+        Self {
+            registry,
+            requests,
+            request_duration,
+            in_flight,
+            events,
+            batch_events,
+            produce_duration,
+            producer_queue,
+        }
     }
 
     /// The Prometheus text exposition of every metric.

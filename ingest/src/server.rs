@@ -41,7 +41,10 @@ impl AppState {
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/batch", web::post().to(batch::post_batch))
         .route("/v1/sessions/{id}", web::get().to(sessions::get_session))
-        .route("/v1/sessions/{id}/timeline", web::get().to(sessions::get_timeline))
+        .route(
+            "/v1/sessions/{id}/timeline",
+            web::get().to(sessions::get_timeline),
+        )
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
@@ -51,7 +54,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
 /// (SIGINT/SIGTERM or its handle), finishing in-flight requests first.
 pub fn start(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
     let workers = match state.config.workers {
-        0 => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        0 => std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(2),
         n => n,
     };
     let shutdown = state.config.shutdown_timeout_secs;
@@ -60,7 +65,9 @@ pub fn start(state: web::Data<AppState>, listener: TcpListener) -> std::io::Resu
             .app_data(state.clone())
             .wrap(from_fn(observe))
             .configure(routes)
-            .default_service(web::to(|| async { Err::<HttpResponse, _>(ApiError::NotFound("route")) }))
+            .default_service(web::to(|| async {
+                Err::<HttpResponse, _>(ApiError::NotFound("route"))
+            }))
     })
     .listen(listener)?
     .workers(workers)
@@ -77,7 +84,8 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     if state.sink.is_ready() {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
-        HttpResponse::ServiceUnavailable().json(serde_json::json!({"status": "not_ready", "reason": "kafka unreachable"}))
+        HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "not_ready", "reason": "kafka unreachable"}))
     }
 }
 
@@ -123,8 +131,14 @@ async fn observe(
     let elapsed = started.elapsed();
     if let Some(state) = &state {
         let metrics = &state.metrics;
-        metrics.requests.with_label_values(&[route.as_str(), &status.to_string()]).inc();
-        metrics.request_duration.with_label_values(&[route.as_str()]).observe(elapsed.as_secs_f64());
+        metrics
+            .requests
+            .with_label_values(&[route.as_str(), &status.to_string()])
+            .inc();
+        metrics
+            .request_duration
+            .with_label_values(&[route.as_str()])
+            .observe(elapsed.as_secs_f64());
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);

@@ -70,7 +70,10 @@ pub struct Timeline {
 fn session_id(path: &web::Path<String>) -> Result<String, ApiError> {
     let id = path.as_str();
     if id.is_empty() || id.chars().count() > 128 {
-        return Err(ApiError::bad_request("invalid_session_id", "session id must be 1 to 128 characters"));
+        return Err(ApiError::bad_request(
+            "invalid_session_id",
+            "session id must be 1 to 128 characters",
+        ));
     }
     Ok(id.to_owned())
 }

@@ -71,13 +71,23 @@ impl KafkaSink {
         config
             .set("acks", "all")
             .set("enable.idempotence", "true")
-            .set("message.timeout.ms", producer.delivery_timeout_ms.to_string())
-            .set("queue.buffering.max.messages", producer.queue_max_messages.to_string())
+            .set(
+                "message.timeout.ms",
+                producer.delivery_timeout_ms.to_string(),
+            )
+            .set(
+                "queue.buffering.max.messages",
+                producer.queue_max_messages.to_string(),
+            )
             .set("linger.ms", producer.linger_ms.to_string())
             .set("compression.type", "lz4");
         let producer_handle: Arc<FutureProducer> = Arc::new(config.create()?);
         let ready = Arc::new(AtomicBool::new(false));
-        watch_readiness(Arc::downgrade(&producer_handle), kafka.events_topic.clone(), ready.clone());
+        watch_readiness(
+            Arc::downgrade(&producer_handle),
+            kafka.events_topic.clone(),
+            ready.clone(),
+        );
         Ok(Self {
             producer: producer_handle,
             topic: kafka.events_topic.clone(),
@@ -144,7 +154,11 @@ fn watch_readiness(producer: Weak<FutureProducer>, topic: String, ready: Arc<Ato
                 let reachable = producer
                     .client()
                     .fetch_metadata(Some(&topic), Duration::from_secs(2))
-                    .map(|m| m.topics().iter().any(|t| t.name() == topic && t.error().is_none()))
+                    .map(|m| {
+                        m.topics()
+                            .iter()
+                            .any(|t| t.name() == topic && t.error().is_none())
+                    })
                     .unwrap_or(false);
                 ready.store(reachable, Ordering::Relaxed);
                 drop(producer);

@@ -52,7 +52,9 @@ impl ClickHouseConfig {
 }
 
 /// `SELECT version()`, e.g. `"18.16.1"`.
-pub async fn server_version(client: &clickhouse::Client) -> Result<String, clickhouse::error::Error> {
+pub async fn server_version(
+    client: &clickhouse::Client,
+) -> Result<String, clickhouse::error::Error> {
     client.query("SELECT version()").fetch_one::<String>().await
 }
 

@@ -22,11 +22,17 @@ const CREATE_LEDGER: &str = "CREATE TABLE IF NOT EXISTS tally_migrations \
 pub async fn run(config: &ClickHouseConfig) -> anyhow::Result<Vec<u32>> {
     // The database name cannot be a bound value; refuse anything but a plain identifier.
     if !is_identifier(&config.database) {
-        anyhow::bail!("clickhouse.database {:?} must be letters, digits and underscores", config.database);
+        anyhow::bail!(
+            "clickhouse.database {:?} must be letters, digits and underscores",
+            config.database
+        );
     }
     config
         .server_client()
-        .query(&format!("CREATE DATABASE IF NOT EXISTS {}", config.database))
+        .query(&format!(
+            "CREATE DATABASE IF NOT EXISTS {}",
+            config.database
+        ))
         .execute()
         .await?;
     let client = config.client();
@@ -46,13 +52,17 @@ pub async fn run(config: &ClickHouseConfig) -> anyhow::Result<Vec<u32>> {
 
 async fn apply(client: &clickhouse::Client, migration: &Migration) -> anyhow::Result<()> {
     for statement in migration.statements() {
-        client
-            .query(&statement)
-            .execute()
-            .await
-            .map_err(|err| anyhow::anyhow!("migration {} ({}) failed: {err}", migration.version, migration.name))?;
+        client.query(&statement).execute().await.map_err(|err| {
+            anyhow::anyhow!(
+                "migration {} ({}) failed: {err}",
+                migration.version,
+                migration.name
+            )
+        })?;
     }
-    let mut insert = client.insert::<AppliedMigration>("tally_migrations").await?;
+    let mut insert = client
+        .insert::<AppliedMigration>("tally_migrations")
+        .await?;
     insert
         .write(&AppliedMigration {
             version: migration.version,
@@ -61,7 +71,11 @@ async fn apply(client: &clickhouse::Client, migration: &Migration) -> anyhow::Re
         })
         .await?;
     insert.end().await?;
-    tracing::info!(version = migration.version, name = migration.name, "applied migration");
+    tracing::info!(
+        version = migration.version,
+        name = migration.name,
+        "applied migration"
+    );
     Ok(())
 }
 

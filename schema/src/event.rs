@@ -79,7 +79,9 @@ impl Timestamp {
     }
 
     pub fn to_datetime(self) -> DateTime<Utc> {
-        Utc.timestamp_millis_opt(self.0).single().unwrap_or_default()
+        Utc.timestamp_millis_opt(self.0)
+            .single()
+            .unwrap_or_default()
     }
 
     pub fn to_rfc3339(self) -> String {
@@ -210,8 +212,9 @@ mod usd {
         let number = Option::<serde_json::Number>::deserialize(d)?;
         number
             .map(|n| {
-                crate::money::json_usd_nanos(&n)
-                    .ok_or_else(|| serde::de::Error::custom("cost_usd is not a non-negative amount"))
+                crate::money::json_usd_nanos(&n).ok_or_else(|| {
+                    serde::de::Error::custom("cost_usd is not a non-negative amount")
+                })
             })
             .transpose()
     }

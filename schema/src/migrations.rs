@@ -68,7 +68,10 @@ mod tests {
         let sql = "-- note\nCREATE TABLE a (x String DEFAULT ';')\nENGINE = Log;\n\nSELECT 1;";
         assert_eq!(
             split_statements(sql),
-            vec!["CREATE TABLE a (x String DEFAULT ';')\nENGINE = Log", "SELECT 1"]
+            vec![
+                "CREATE TABLE a (x String DEFAULT ';')\nENGINE = Log",
+                "SELECT 1"
+            ]
         );
     }
 }

@@ -71,7 +71,16 @@ mod tests {
 
     #[test]
     fn refuses_what_is_not_a_plain_decimal() {
-        for bad in ["", ".5", "5.", "-1", "1e-3", "1.2.3", "abc", "99999999999999999999"] {
+        for bad in [
+            "",
+            ".5",
+            "5.",
+            "-1",
+            "1e-3",
+            "1.2.3",
+            "abc",
+            "99999999999999999999",
+        ] {
             assert_eq!(parse_usd_nanos(bad), None, "{bad}");
         }
     }
@@ -81,7 +90,11 @@ mod tests {
         for text in ["0.0123", "0.000001", "3", "1234.5678", "0.000000001"] {
             let number: serde_json::Number = serde_json::from_str(text).unwrap();
             let nanos = json_usd_nanos(&number).unwrap();
-            assert_eq!(nanos_to_json(nanos), serde_json::Value::Number(number), "{text}");
+            assert_eq!(
+                nanos_to_json(nanos),
+                serde_json::Value::Number(number),
+                "{text}"
+            );
         }
     }
 }

@@ -28,5 +28,17 @@ pub const SESSIONS_BY_ID: Query = Query {
     sql: include_str!("../queries/sessions_by_id.sql"),
 };
 
+/// Event ids one Kafka partition received since a time, to rebuild its dedup window.
+/// Binds: kafka_partition, received_at_ms lower bound.
+pub const KNOWN_EVENTS: Query = Query {
+    name: "known_events",
+    sql: include_str!("../queries/known_events.sql"),
+};
+
 /// Every query, for the cross-engine test.
-pub const ALL: &[Query] = &[SESSION_TIMELINE, SESSION_ROLLUP, SESSIONS_BY_ID];
+pub const ALL: &[Query] = &[
+    SESSION_TIMELINE,
+    SESSION_ROLLUP,
+    SESSIONS_BY_ID,
+    KNOWN_EVENTS,
+];

@@ -83,11 +83,19 @@ impl EventRow {
             time_to_first_token_ms: e.time_to_first_token_ms,
             status: e.status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
             tool_name: e.tool.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
-            tool_call_id: e.tool.as_ref().and_then(|t| t.call_id.clone()).unwrap_or_default(),
+            tool_call_id: e
+                .tool
+                .as_ref()
+                .and_then(|t| t.call_id.clone())
+                .unwrap_or_default(),
             error_type: text(&error.kind),
             error_message: text(&error.message),
             error_stack: text(&error.stack),
-            content: e.content.as_ref().map(|c| c.to_string()).unwrap_or_default(),
+            content: e
+                .content
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
             attributes: if e.attributes.is_empty() {
                 String::new()
             } else {
@@ -213,7 +221,10 @@ impl SessionRow {
         self.last_ts_ms = self.last_ts_ms.max(event.timestamp.0);
         self.event_count += 1;
         let type_name = event.event_type.as_str();
-        match self.event_types.binary_search_by(|t| t.as_str().cmp(type_name)) {
+        match self
+            .event_types
+            .binary_search_by(|t| t.as_str().cmp(type_name))
+        {
             Ok(i) => self.event_type_counts[i] += 1,
             Err(i) => {
                 self.event_types.insert(i, type_name.to_owned());

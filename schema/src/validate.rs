@@ -115,7 +115,11 @@ struct BatchBody<'a> {
 }
 
 /// Reads a whole batch body (already decompressed) and validates every event in it.
-pub fn parse_batch(body: &[u8], limits: &Limits, now: DateTime<Utc>) -> Result<ParsedBatch, BatchError> {
+pub fn parse_batch(
+    body: &[u8],
+    limits: &Limits,
+    now: DateTime<Utc>,
+) -> Result<ParsedBatch, BatchError> {
     let parsed: BatchBody = serde_json::from_slice(body).map_err(|err| {
         if err.is_data() {
             BatchError::InvalidBatch(format!(
@@ -165,7 +169,12 @@ pub fn parse_batch(body: &[u8], limits: &Limits, now: DateTime<Utc>) -> Result<P
     Ok(out)
 }
 
-fn validate_raw_event(index: usize, raw: &RawValue, limits: &Limits, now: DateTime<Utc>) -> Result<Event, Rejection> {
+fn validate_raw_event(
+    index: usize,
+    raw: &RawValue,
+    limits: &Limits,
+    now: DateTime<Utc>,
+) -> Result<Event, Rejection> {
     let value: Value = serde_json::from_str(raw.get()).map_err(|err| Rejection {
         index,
         event_id: None,
@@ -180,7 +189,10 @@ fn validate_raw_event(index: usize, raw: &RawValue, limits: &Limits, now: DateTi
         field: None,
         message: "an event must be a JSON object".into(),
     })?;
-    let event_id = object.get("event_id").and_then(Value::as_str).map(str::to_owned);
+    let event_id = object
+        .get("event_id")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let reject = |problem: Problem| Rejection {
         index,
         event_id: event_id.clone(),
@@ -221,12 +233,26 @@ impl Problem {
 }
 
 /// Validates one event object against the wire contract.
-pub fn validate_event(object: &Map<String, Value>, limits: &Limits, now: DateTime<Utc>) -> Result<Event, Problem> {
-    let fields = Fields { object, limits, prefix: "" };
+pub fn validate_event(
+    object: &Map<String, Value>,
+    limits: &Limits,
+    now: DateTime<Utc>,
+) -> Result<Event, Problem> {
+    let fields = Fields {
+        object,
+        limits,
+        prefix: "",
+    };
 
     let event_id = fields.required_str("event_id")?;
     let event_id = uuid::Uuid::parse_str(&event_id)
-        .map_err(|_| Problem::new(RejectCode::InvalidValue, "event_id", "event_id must be a UUID"))?
+        .map_err(|_| {
+            Problem::new(
+                RejectCode::InvalidValue,
+                "event_id",
+                "event_id must be a UUID",
+            )
+        })?
         .hyphenated()
         .to_string();
 
@@ -243,7 +269,10 @@ pub fn validate_event(object: &Map<String, Value>, limits: &Limits, now: DateTim
     let session_id = fields.required_str("session_id")?;
     let account_id = fields.required_str("account_id")?;
 
-    let (model, provider) = (fields.optional_str("model")?, fields.optional_str("provider")?);
+    let (model, provider) = (
+        fields.optional_str("model")?,
+        fields.optional_str("provider")?,
+    );
     if event_type.is_llm() {
         for (name, value) in [("model", &model), ("provider", &provider)] {
             if value.is_none() {
@@ -256,12 +285,14 @@ pub fn validate_event(object: &Map<String, Value>, limits: &Limits, now: DateTim
         }
     }
 
-    let tool = fields.optional_object("tool")?.map(|inner| -> Result<Tool, Problem> {
-        Ok(Tool {
-            name: inner.required_str("name")?,
-            call_id: inner.optional_str("call_id")?,
-        })
-    });
+    let tool = fields
+        .optional_object("tool")?
+        .map(|inner| -> Result<Tool, Problem> {
+            Ok(Tool {
+                name: inner.required_str("name")?,
+                call_id: inner.optional_str("call_id")?,
+            })
+        });
     let tool = tool.transpose()?;
     if event_type.is_tool() && tool.is_none() {
         return Err(Problem::new(
@@ -271,15 +302,21 @@ pub fn validate_event(object: &Map<String, Value>, limits: &Limits, now: DateTim
         ));
     }
 
-    let error = fields.optional_object("error")?.map(|inner| -> Result<ErrorInfo, Problem> {
-        Ok(ErrorInfo {
-            kind: inner.optional_str("type")?,
-            message: inner.optional_text("message", 8 * 1024)?,
-            stack: inner.optional_text("stack", 64 * 1024)?,
-        })
-    });
+    let error = fields
+        .optional_object("error")?
+        .map(|inner| -> Result<ErrorInfo, Problem> {
+            Ok(ErrorInfo {
+                kind: inner.optional_str("type")?,
+                message: inner.optional_text("message", 8 * 1024)?,
+                stack: inner.optional_text("stack", 64 * 1024)?,
+            })
+        });
     let error = error.transpose()?;
-    if event_type == EventType::Error && error.as_ref().is_none_or(|e| e.kind.is_none() && e.message.is_none()) {
+    if event_type == EventType::Error
+        && error
+            .as_ref()
+            .is_none_or(|e| e.kind.is_none() && e.message.is_none())
+    {
         return Err(Problem::new(
             RejectCode::MissingField,
             "error",
@@ -325,14 +362,20 @@ fn timestamp(text: &str, limits: &Limits, now: DateTime<Utc>) -> Result<Timestam
         return Err(Problem::new(
             RejectCode::TimestampInFuture,
             "timestamp",
-            format!("timestamp is more than {} h in the future", limits.max_future_hours),
+            format!(
+                "timestamp is more than {} h in the future",
+                limits.max_future_hours
+            ),
         ));
     }
     if at < now - chrono::Duration::days(limits.max_age_days) {
         return Err(Problem::new(
             RejectCode::TimestampTooOld,
             "timestamp",
-            format!("timestamp is older than the {}-day retention", limits.max_age_days),
+            format!(
+                "timestamp is older than the {}-day retention",
+                limits.max_age_days
+            ),
         ));
     }
     Ok(Timestamp::from_datetime(at))
@@ -348,7 +391,9 @@ fn usage(fields: &Fields) -> Result<Usage, Problem> {
         cache_read_tokens: inner.optional_u64("cache_read_tokens")?.unwrap_or(0),
         cache_write_tokens: inner.optional_u64("cache_write_tokens")?.unwrap_or(0),
     };
-    let cached = usage.cache_read_tokens.saturating_add(usage.cache_write_tokens);
+    let cached = usage
+        .cache_read_tokens
+        .saturating_add(usage.cache_write_tokens);
     if cached > usage.input_tokens {
         return Err(Problem::new(
             RejectCode::InvalidValue,
@@ -369,7 +414,11 @@ fn cost(object: &Map<String, Value>) -> Result<Option<i64>, Problem> {
                 "cost_usd must be a non-negative amount of US dollars",
             )
         }),
-        Some(_) => Err(Problem::new(RejectCode::InvalidType, "cost_usd", "cost_usd must be a number")),
+        Some(_) => Err(Problem::new(
+            RejectCode::InvalidType,
+            "cost_usd",
+            "cost_usd must be a number",
+        )),
     }
 }
 
@@ -378,11 +427,18 @@ fn status(object: &Map<String, Value>) -> Result<Option<Status>, Problem> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s == "ok" => Ok(Some(Status::Ok)),
         Some(Value::String(s)) if s == "error" => Ok(Some(Status::Error)),
-        Some(_) => Err(Problem::new(RejectCode::InvalidValue, "status", "status must be \"ok\" or \"error\"")),
+        Some(_) => Err(Problem::new(
+            RejectCode::InvalidValue,
+            "status",
+            "status must be \"ok\" or \"error\"",
+        )),
     }
 }
 
-fn attributes(object: &Map<String, Value>, limits: &Limits) -> Result<BTreeMap<String, Value>, Problem> {
+fn attributes(
+    object: &Map<String, Value>,
+    limits: &Limits,
+) -> Result<BTreeMap<String, Value>, Problem> {
     let map = match object.get("attributes") {
         None | Some(Value::Null) => return Ok(BTreeMap::new()),
         Some(Value::Object(map)) => map,
@@ -398,7 +454,11 @@ fn attributes(object: &Map<String, Value>, limits: &Limits) -> Result<BTreeMap<S
         return Err(Problem::new(
             RejectCode::TooLong,
             "attributes",
-            format!("attributes holds {} entries; at most {} are allowed", map.len(), limits.max_attributes),
+            format!(
+                "attributes holds {} entries; at most {} are allowed",
+                map.len(),
+                limits.max_attributes
+            ),
         ));
     }
     let mut out = BTreeMap::new();
@@ -408,12 +468,19 @@ fn attributes(object: &Map<String, Value>, limits: &Limits) -> Result<BTreeMap<S
             return Err(Problem::new(
                 RejectCode::InvalidValue,
                 &field,
-                format!("attribute names must be 1 to {} characters", limits.max_string_chars),
+                format!(
+                    "attribute names must be 1 to {} characters",
+                    limits.max_string_chars
+                ),
             ));
         }
         match value {
             Value::String(s) if s.chars().count() > 1024 => {
-                return Err(Problem::new(RejectCode::TooLong, &field, "attribute strings hold at most 1024 characters"))
+                return Err(Problem::new(
+                    RejectCode::TooLong,
+                    &field,
+                    "attribute strings hold at most 1024 characters",
+                ))
             }
             Value::String(_) | Value::Number(_) | Value::Bool(_) => {}
             _ => {
@@ -448,7 +515,11 @@ impl<'a> Fields<'a> {
     fn required_str(&self, name: &str) -> Result<String, Problem> {
         self.optional_str(name)?.ok_or_else(|| {
             let path = self.path(name);
-            Problem::new(RejectCode::MissingField, &path, format!("{path} is required"))
+            Problem::new(
+                RejectCode::MissingField,
+                &path,
+                format!("{path} is required"),
+            )
         })
     }
 
@@ -468,7 +539,11 @@ impl<'a> Fields<'a> {
                 format!("{path} is longer than {max_chars} characters"),
             )),
             Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(Problem::new(RejectCode::InvalidType, &path, format!("{path} must be a string"))),
+            Some(_) => Err(Problem::new(
+                RejectCode::InvalidType,
+                &path,
+                format!("{path} must be a string"),
+            )),
         }
     }
 
@@ -477,9 +552,17 @@ impl<'a> Fields<'a> {
         match self.object.get(name) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-                Problem::new(RejectCode::InvalidValue, &path, format!("{path} must be a non-negative integer"))
+                Problem::new(
+                    RejectCode::InvalidValue,
+                    &path,
+                    format!("{path} must be a non-negative integer"),
+                )
             }),
-            Some(_) => Err(Problem::new(RejectCode::InvalidType, &path, format!("{path} must be a number"))),
+            Some(_) => Err(Problem::new(
+                RejectCode::InvalidType,
+                &path,
+                format!("{path} must be a number"),
+            )),
         }
     }
 
@@ -493,7 +576,11 @@ impl<'a> Fields<'a> {
             })),
             Some(_) => {
                 let path = self.path(name);
-                Err(Problem::new(RejectCode::InvalidType, &path, format!("{path} must be an object")))
+                Err(Problem::new(
+                    RejectCode::InvalidType,
+                    &path,
+                    format!("{path} must be an object"),
+                ))
             }
         }
     }

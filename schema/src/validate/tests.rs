@@ -3,7 +3,9 @@ use chrono::TimeZone;
 use serde_json::json;
 
 fn now() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0).single().expect("valid date")
+    Utc.with_ymd_and_hms(2026, 11, 22, 10, 0, 0)
+        .single()
+        .expect("valid date")
 }
 
 fn good_event() -> Value {
@@ -68,7 +70,15 @@ fn the_wire_form_round_trips() {
 
 #[test]
 fn missing_required_fields_are_named() {
-    for field in ["event_id", "type", "timestamp", "session_id", "account_id", "model", "provider"] {
+    for field in [
+        "event_id",
+        "type",
+        "timestamp",
+        "session_id",
+        "account_id",
+        "model",
+        "provider",
+    ] {
         let rejection = only_rejection(without(field));
         assert_eq!(rejection.code, RejectCode::MissingField, "{field}");
         assert_eq!(rejection.field.as_deref(), Some(field));
@@ -83,7 +93,11 @@ fn wrong_types_are_named() {
         ("duration_ms", json!("fast"), "duration_ms"),
         ("cost_usd", json!("0.1"), "cost_usd"),
         ("usage", json!([1, 2]), "usage"),
-        ("attributes", json!({"nested": {"a": 1}}), "attributes.nested"),
+        (
+            "attributes",
+            json!({"nested": {"a": 1}}),
+            "attributes.nested",
+        ),
     ];
     for (field, value, named) in cases {
         let rejection = only_rejection(with(field, value));
@@ -97,25 +111,71 @@ fn wrong_types_are_named() {
 #[test]
 fn bad_values_are_named() {
     let cases = [
-        (with("event_id", json!("not-a-uuid")), RejectCode::InvalidValue, "event_id"),
-        (with("type", json!("llm_thought")), RejectCode::UnknownEventType, "type"),
-        (with("timestamp", json!("yesterday")), RejectCode::InvalidValue, "timestamp"),
-        (with("timestamp", json!("2026-11-24T10:00:00Z")), RejectCode::TimestampInFuture, "timestamp"),
-        (with("timestamp", json!("2026-01-01T00:00:00Z")), RejectCode::TimestampTooOld, "timestamp"),
-        (with("account_id", json!("a".repeat(129))), RejectCode::TooLong, "account_id"),
-        (with("cost_usd", json!(-0.5)), RejectCode::InvalidValue, "cost_usd"),
-        (with("duration_ms", json!(-3)), RejectCode::InvalidValue, "duration_ms"),
-        (with("duration_ms", json!(1.5)), RejectCode::InvalidValue, "duration_ms"),
-        (with("status", json!("fine")), RejectCode::InvalidValue, "status"),
         (
-            with("usage", json!({"input_tokens": 10, "cache_read_tokens": 8, "cache_write_tokens": 5})),
+            with("event_id", json!("not-a-uuid")),
+            RejectCode::InvalidValue,
+            "event_id",
+        ),
+        (
+            with("type", json!("llm_thought")),
+            RejectCode::UnknownEventType,
+            "type",
+        ),
+        (
+            with("timestamp", json!("yesterday")),
+            RejectCode::InvalidValue,
+            "timestamp",
+        ),
+        (
+            with("timestamp", json!("2026-11-24T10:00:00Z")),
+            RejectCode::TimestampInFuture,
+            "timestamp",
+        ),
+        (
+            with("timestamp", json!("2026-01-01T00:00:00Z")),
+            RejectCode::TimestampTooOld,
+            "timestamp",
+        ),
+        (
+            with("account_id", json!("a".repeat(129))),
+            RejectCode::TooLong,
+            "account_id",
+        ),
+        (
+            with("cost_usd", json!(-0.5)),
+            RejectCode::InvalidValue,
+            "cost_usd",
+        ),
+        (
+            with("duration_ms", json!(-3)),
+            RejectCode::InvalidValue,
+            "duration_ms",
+        ),
+        (
+            with("duration_ms", json!(1.5)),
+            RejectCode::InvalidValue,
+            "duration_ms",
+        ),
+        (
+            with("status", json!("fine")),
+            RejectCode::InvalidValue,
+            "status",
+        ),
+        (
+            with(
+                "usage",
+                json!({"input_tokens": 10, "cache_read_tokens": 8, "cache_write_tokens": 5}),
+            ),
             RejectCode::InvalidValue,
             "usage.input_tokens",
         ),
     ];
     for (event, code, field) in cases {
         let rejection = only_rejection(event);
-        assert_eq!((rejection.code, rejection.field.as_deref()), (code, Some(field)));
+        assert_eq!(
+            (rejection.code, rejection.field.as_deref()),
+            (code, Some(field))
+        );
     }
 }
 
@@ -126,13 +186,19 @@ fn tool_and_error_events_need_their_objects() {
     let rejection = only_rejection(tool_call.clone());
     assert_eq!(rejection.field.as_deref(), Some("tool"));
     tool_call["tool"] = json!({"call_id": "c1"});
-    assert_eq!(only_rejection(tool_call.clone()).field.as_deref(), Some("tool.name"));
+    assert_eq!(
+        only_rejection(tool_call.clone()).field.as_deref(),
+        Some("tool.name")
+    );
     tool_call["tool"] = json!({"name": "search", "call_id": "c1"});
     assert_eq!(parse(vec![tool_call]).events.len(), 1);
 
     let mut error = good_event();
     error["type"] = json!("error");
-    assert_eq!(only_rejection(error.clone()).field.as_deref(), Some("error"));
+    assert_eq!(
+        only_rejection(error.clone()).field.as_deref(),
+        Some("error")
+    );
     error["error"] = json!({"type": "RateLimit", "message": "slow down"});
     assert_eq!(parse(vec![error]).events.len(), 1);
 }
@@ -141,26 +207,49 @@ fn tool_and_error_events_need_their_objects() {
 fn one_bad_event_leaves_the_others_alone() {
     let mut second = good_event();
     second["event_id"] = json!("0193a1b2-0000-7000-8000-000000000002");
-    let parsed = parse(vec![good_event(), json!("not an object"), second, good_event()]);
+    let parsed = parse(vec![
+        good_event(),
+        json!("not an object"),
+        second,
+        good_event(),
+    ]);
     assert_eq!(parsed.events.len(), 2);
     let codes: Vec<_> = parsed.rejected.iter().map(|r| (r.index, r.code)).collect();
-    assert_eq!(codes, vec![(1, RejectCode::NotAnObject), (3, RejectCode::DuplicateEventId)]);
-    assert_eq!(parsed.rejected[1].event_id.as_deref(), Some("0193a1b2-0000-7000-8000-000000000001"));
+    assert_eq!(
+        codes,
+        vec![
+            (1, RejectCode::NotAnObject),
+            (3, RejectCode::DuplicateEventId)
+        ]
+    );
+    assert_eq!(
+        parsed.rejected[1].event_id.as_deref(),
+        Some("0193a1b2-0000-7000-8000-000000000001")
+    );
 }
 
 #[test]
 fn oversized_events_are_rejected_alone() {
-    let limits = Limits { max_event_bytes: 2048, ..Limits::default() };
+    let limits = Limits {
+        max_event_bytes: 2048,
+        ..Limits::default()
+    };
     let big = with("content", json!("x".repeat(4096)));
     let body = serde_json::to_vec(&json!({ "batch": [big] })).expect("json");
     let parsed = parse_batch(&body, &limits, now()).expect("parses");
     assert_eq!(parsed.rejected[0].code, RejectCode::EventTooLarge);
-    assert_eq!(parsed.rejected[0].event_id.as_deref(), Some("0193a1b2-0000-7000-8000-000000000001"));
+    assert_eq!(
+        parsed.rejected[0].event_id.as_deref(),
+        Some("0193a1b2-0000-7000-8000-000000000001")
+    );
 }
 
 #[test]
 fn envelope_errors_fail_the_request() {
-    let limits = Limits { max_batch_events: 2, ..Limits::default() };
+    let limits = Limits {
+        max_batch_events: 2,
+        ..Limits::default()
+    };
     let cases: Vec<(&[u8], &str)> = vec![
         (b"{not json", "invalid_json"),
         (b"[]", "invalid_batch"),

@@ -1,0 +1,46 @@
+//! The aggregator's configuration: `tally-aggregator --config FILE`, then `TALLY_…` overrides
+//! (`TALLY_GROUP_ID=…`, `TALLY_KAFKA__BROKERS=…`, `TALLY_CLICKHOUSE__DATABASE=…`).
+
+use crate::dedup::DedupConfig;
+use serde::{Deserialize, Serialize};
+use tally_runtime::clickhouse::ClickHouseConfig;
+use tally_runtime::kafka::KafkaConfig;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AggregatorConfig {
+    /// Address of the health and metrics server (`/healthz`, `/readyz`, `/metrics`).
+    pub listen: String,
+    /// Kafka consumer group; replicas sharing it split the partitions.
+    pub group_id: String,
+    /// Most records folded and written in one ClickHouse batch.
+    pub batch_max_events: usize,
+    /// Longest wait to fill a batch once its first record arrived, in milliseconds.
+    pub batch_max_wait_ms: u64,
+    /// Session rows kept in memory between batches; the rest are reloaded on demand.
+    pub max_cached_sessions: usize,
+    /// Longest pause between ClickHouse write retries, in milliseconds.
+    pub max_retry_backoff_ms: u64,
+    /// Create the event topic on start if it is missing.
+    pub create_topic: bool,
+    pub dedup: DedupConfig,
+    pub kafka: KafkaConfig,
+    pub clickhouse: ClickHouseConfig,
+}
+
+impl Default for AggregatorConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8081".into(),
+            group_id: "tally-aggregator".into(),
+            batch_max_events: 20_000,
+            batch_max_wait_ms: 200,
+            max_cached_sessions: 200_000,
+            max_retry_backoff_ms: 10_000,
+            create_topic: true,
+            dedup: DedupConfig::default(),
+            kafka: KafkaConfig::default(),
+            clickhouse: ClickHouseConfig::default(),
+        }
+    }
+}

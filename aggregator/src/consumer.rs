@@ -1,0 +1,318 @@
+//! The consumer loop: read a batch of records, fold it, write it to ClickHouse, and only then
+//! commit its offsets. A crash anywhere in between replays records the fold then skips.
+
+use crate::config::AggregatorConfig;
+use crate::fold::{Folder, Record};
+use crate::metrics::Metrics;
+use crate::store::Store;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{Message, OwnedMessage};
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tally_schema::envelope::Envelope;
+use tokio::sync::watch;
+
+/// Partition assignments seen by librdkafka, applied by the loop between batches.
+#[derive(Debug)]
+enum Assignment {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+#[derive(Default)]
+pub struct RebalanceLog {
+    changes: Mutex<Vec<Assignment>>,
+}
+
+impl RebalanceLog {
+    fn record(&self, change: Assignment) {
+        if let Ok(mut changes) = self.changes.lock() {
+            changes.push(change);
+        }
+    }
+
+    fn take(&self) -> Vec<Assignment> {
+        self.changes
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
+    }
+}
+
+impl ClientContext for RebalanceLog {}
+
+impl ConsumerContext for RebalanceLog {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions =
+            |list: &TopicPartitionList| list.elements().iter().map(|e| e.partition()).collect();
+        match rebalance {
+            Rebalance::Assign(list) => self.record(Assignment::Assigned(partitions(list))),
+            Rebalance::Revoke(list) => self.record(Assignment::Revoked(partitions(list))),
+            Rebalance::Error(err) => tracing::warn!(%err, "rebalance error"),
+        }
+    }
+}
+
+pub struct Aggregator {
+    config: AggregatorConfig,
+    consumer: StreamConsumer<RebalanceLog>,
+    store: Store,
+    folder: Folder,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+}
+
+impl Aggregator {
+    pub fn new(
+        config: AggregatorConfig,
+        client: clickhouse::Client,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> anyhow::Result<Self> {
+        let consumer: StreamConsumer<RebalanceLog> = config
+            .kafka
+            .client_config()
+            .set("group.id", &config.group_id)
+            .set("enable.auto.commit", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", "10000")
+            .set("heartbeat.interval.ms", "1000")
+            .create_with_context(RebalanceLog::default())?;
+        consumer.subscribe(&[&config.kafka.events_topic])?;
+        Ok(Self {
+            folder: Folder::new(config.dedup.clone(), config.max_cached_sessions),
+            config,
+            consumer,
+            store: Store::new(client),
+            metrics,
+            shutdown,
+        })
+    }
+
+    fn stopping(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Folds until shutdown is signalled; the batch in hand is finished first.
+    pub async fn run(mut self) -> anyhow::Result<()> {
+        while !self.stopping() {
+            let messages = self.next_batch().await;
+            self.apply_rebalances().await?;
+            if messages.is_empty() {
+                continue;
+            }
+            self.process(messages).await?;
+        }
+        tracing::info!("aggregator stopped");
+        Ok(())
+    }
+
+    /// Waits for a first record, then gathers more until the batch is full or its time is up.
+    async fn next_batch(&mut self) -> Vec<OwnedMessage> {
+        let mut batch = Vec::new();
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            received = self.consumer.recv() => match received {
+                Ok(message) => batch.push(message.detach()),
+                Err(err) => {
+                    tracing::warn!(%err, "kafka receive failed");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    return batch;
+                }
+            },
+            _ = shutdown.changed() => return batch,
+            // Wake up now and then so rebalances are applied even when no records come.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => return batch,
+        }
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_millis(self.config.batch_max_wait_ms);
+        while batch.len() < self.config.batch_max_events {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(message.detach()),
+                Ok(Err(err)) => {
+                    tracing::warn!(%err, "kafka receive failed");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Drops state of partitions that moved and rebuilds the dedup window of new ones.
+    async fn apply_rebalances(&mut self) -> anyhow::Result<()> {
+        for change in self.consumer.context().take() {
+            tracing::info!(?change, "partition assignment changed");
+            match change {
+                Assignment::Revoked(partitions) => {
+                    for p in partitions {
+                        self.folder.forget_partition(p);
+                    }
+                }
+                Assignment::Assigned(partitions) => {
+                    // Another replica may have folded these partitions meanwhile.
+                    self.folder.forget_all();
+                    let window_ms =
+                        i64::try_from(self.config.dedup.window_secs * 1000).unwrap_or(i64::MAX);
+                    let since = chrono_now_ms() - window_ms;
+                    for p in partitions {
+                        let known = self
+                            .retry("load dedup window", || self.store.known_events(p, since))
+                            .await?;
+                        for e in known {
+                            self.folder.remember(
+                                p,
+                                &e.project_id,
+                                &e.event_id,
+                                e.first_offset,
+                                e.first_received_at_ms,
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if let Ok(assignment) = self.consumer.assignment() {
+            self.metrics
+                .assigned_partitions
+                .set(assignment.count() as i64);
+        }
+        Ok(())
+    }
+
+    async fn process(&mut self, messages: Vec<OwnedMessage>) -> anyhow::Result<()> {
+        let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
+        let mut records = Vec::with_capacity(messages.len());
+        for message in &messages {
+            next_offsets.insert(message.partition(), message.offset() + 1);
+            match message.payload().map(Envelope::decode) {
+                Some(Ok(envelope)) => records.push(Record {
+                    partition: message.partition(),
+                    offset: u64::try_from(message.offset()).unwrap_or(0),
+                    envelope,
+                }),
+                Some(Err(err)) => {
+                    self.metrics
+                        .records
+                        .with_label_values(&["undecodable"])
+                        .inc();
+                    tracing::error!(partition = message.partition(), offset = message.offset(), %err, "skipping undecodable record");
+                }
+                None => {
+                    self.metrics
+                        .records
+                        .with_label_values(&["undecodable"])
+                        .inc();
+                    tracing::error!(
+                        partition = message.partition(),
+                        offset = message.offset(),
+                        "skipping record without payload"
+                    );
+                }
+            }
+        }
+
+        for (project_id, session_ids) in self.folder.sessions_to_load(&records) {
+            let rows = self
+                .retry("load sessions", || {
+                    self.store.load_sessions(&project_id, &session_ids)
+                })
+                .await?;
+            self.folder.add_loaded(&project_id, &session_ids, rows);
+        }
+        let output = self.folder.fold(&records);
+
+        let started = std::time::Instant::now();
+        self.retry("write batch", || {
+            self.store.write(&output.events, &output.sessions)
+        })
+        .await?;
+        let metrics = &self.metrics;
+        metrics
+            .write_duration
+            .with_label_values::<&str>(&[])
+            .observe(started.elapsed().as_secs_f64());
+        metrics
+            .rows_written
+            .with_label_values(&["events"])
+            .inc_by(output.events.len() as u64);
+        metrics
+            .rows_written
+            .with_label_values(&["sessions"])
+            .inc_by(output.sessions.len() as u64);
+        metrics
+            .records
+            .with_label_values(&["folded"])
+            .inc_by(output.events.len() as u64);
+        metrics
+            .records
+            .with_label_values(&["resend"])
+            .inc_by(output.resends_skipped);
+        metrics
+            .records
+            .with_label_values(&["redelivery"])
+            .inc_by(output.redeliveries_skipped);
+
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in next_offsets {
+            offsets.add_partition_offset(
+                &self.config.kafka.events_topic,
+                partition,
+                Offset::Offset(next),
+            )?;
+        }
+        if let Err(err) = self.consumer.commit(&offsets, CommitMode::Sync) {
+            // The partition may have moved; its new owner replays and skips what is written.
+            tracing::warn!(%err, "offset commit failed");
+        }
+        Ok(())
+    }
+
+    /// Retries a ClickHouse call with exponential backoff until it succeeds or shutdown.
+    async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> anyhow::Result<T>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        let mut backoff = Duration::from_millis(100);
+        let max_backoff = Duration::from_millis(self.config.max_retry_backoff_ms);
+        loop {
+            match call().await {
+                Ok(value) => {
+                    self.metrics
+                        .writing
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(err) => {
+                    self.metrics
+                        .write_failures
+                        .with_label_values::<&str>(&[])
+                        .inc();
+                    self.metrics
+                        .writing
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(%err, what, retry_in_ms = backoff.as_millis() as u64, "clickhouse call failed");
+                    if self.stopping() {
+                        anyhow::bail!("{what} failed at shutdown: {err}");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        }
+    }
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,99 @@
+//! The aggregator's Prometheus metrics, and its health state.
+
+use prometheus::{
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
+    Registry, TextEncoder,
+};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub struct Metrics {
+    registry: Registry,
+    /// Records by outcome: folded, resend (skipped), redelivery (skipped), undecodable.
+    pub records: IntCounterVec,
+    pub rows_written: IntCounterVec,
+    pub write_duration: HistogramVec,
+    pub write_failures: IntCounterVec,
+    pub assigned_partitions: IntGauge,
+    /// False while ClickHouse writes fail; `/readyz` answers 503 then.
+    pub writing: AtomicBool,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let records = IntCounterVec::new(
+            Opts::new(
+                "tally_aggregator_records_total",
+                "Kafka records by outcome.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let rows_written = IntCounterVec::new(
+            Opts::new(
+                "tally_aggregator_rows_written_total",
+                "Rows written to ClickHouse by table.",
+            ),
+            &["table"],
+        )
+        .expect("valid metric");
+        let write_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "tally_aggregator_write_duration_seconds",
+                "Time to write one folded batch to ClickHouse.",
+            )
+            .buckets(exponential_buckets(0.001, 2.0, 14).expect("valid buckets")),
+            &[],
+        )
+        .expect("valid metric");
+        let write_failures = IntCounterVec::new(
+            Opts::new(
+                "tally_aggregator_write_failures_total",
+                "Failed ClickHouse writes (each is retried).",
+            ),
+            &[],
+        )
+        .expect("valid metric");
+        let assigned_partitions = IntGauge::new(
+            "tally_aggregator_assigned_partitions",
+            "Partitions assigned to this replica.",
+        )
+        .expect("valid metric");
+        for collector in [
+            Box::new(records.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rows_written.clone()),
+            Box::new(write_duration.clone()),
+            Box::new(write_failures.clone()),
+            Box::new(assigned_partitions.clone()),
+        ] {
+            registry
+                .register(collector)
+                .expect("metric names are unique");
+        }
+        Self {
+            registry,
+            records,
+            rows_written,
+            write_duration,
+            write_failures,
+            assigned_partitions,
+            writing: AtomicBool::new(true),
+        }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.writing.load(Ordering::Relaxed)
+    }
+
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
+        String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

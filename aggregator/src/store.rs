@@ -1,0 +1,87 @@
+//! The aggregator's reads and writes in ClickHouse.
+
+use clickhouse::Row;
+use serde::Deserialize;
+use tally_schema::queries;
+use tally_schema::rows::{EventRow, SessionRow};
+
+/// An id of the raw event store, to rebuild a partition's dedup window.
+#[derive(Debug, Row, Deserialize)]
+pub struct KnownEvent {
+    pub project_id: String,
+    pub event_id: String,
+    pub first_offset: u64,
+    pub first_received_at_ms: i64,
+}
+
+pub struct Store {
+    client: clickhouse::Client,
+}
+
+impl Store {
+    pub fn new(client: clickhouse::Client) -> Self {
+        Self { client }
+    }
+
+    /// Writes raw events, then session rows; each insert is one batch.
+    pub async fn write(
+        &self,
+        events: &[EventRow],
+        sessions: &[SessionRow],
+    ) -> Result<(), clickhouse::error::Error> {
+        insert_all(&self.client, "events", events).await?;
+        insert_all(&self.client, "sessions", sessions).await
+    }
+
+    pub async fn load_sessions(
+        &self,
+        project_id: &str,
+        session_ids: &[String],
+    ) -> Result<Vec<SessionRow>, clickhouse::error::Error> {
+        let mut rows = Vec::new();
+        // Bounded IN lists keep each query small.
+        for chunk in session_ids.chunks(1000) {
+            let mut part = self
+                .client
+                .query(queries::SESSIONS_BY_ID.sql)
+                .bind(project_id)
+                .bind(chunk)
+                .fetch_all::<SessionRow>()
+                .await?;
+            rows.append(&mut part);
+        }
+        Ok(rows)
+    }
+
+    /// Event ids a partition received since `since_ms` (ingest time).
+    pub async fn known_events(
+        &self,
+        partition: i32,
+        since_ms: i64,
+    ) -> Result<Vec<KnownEvent>, clickhouse::error::Error> {
+        self.client
+            .query(queries::KNOWN_EVENTS.sql)
+            .bind(partition)
+            .bind(since_ms)
+            .fetch_all::<KnownEvent>()
+            .await
+    }
+}
+
+async fn insert_all<T>(
+    client: &clickhouse::Client,
+    table: &str,
+    rows: &[T],
+) -> Result<(), clickhouse::error::Error>
+where
+    T: clickhouse::RowOwned + clickhouse::RowWrite,
+{
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut insert = client.insert::<T>(table).await?;
+    for row in rows {
+        insert.write(row).await?;
+    }
+    insert.end().await
+}
