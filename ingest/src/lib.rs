@@ -15,26 +15,26 @@ pub mod sink;
 
 use std::sync::Arc;
 
-/// A running ingest: its address, and the handle that stops it.
+/// A built ingest: its address, the handle that stops it, and its Kafka sink.
 pub struct Running {
     pub addr: std::net::SocketAddr,
     pub handle: actix_web::dev::ServerHandle,
-    pub server: actix_web::dev::Server,
     pub sink: Arc<sink::KafkaSink>,
 }
 
 /// Builds the Kafka sink and the server for `config`, bound to `config.listen`.
-pub fn build(config: config::IngestConfig) -> anyhow::Result<Running> {
+/// The server runs when the returned future is awaited or spawned.
+pub fn build(config: config::IngestConfig) -> anyhow::Result<(Running, actix_web::dev::Server)> {
     let sink = Arc::new(sink::KafkaSink::new(&config.kafka, &config.producer)?);
     let listener = std::net::TcpListener::bind(&config.listen)
         .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.listen))?;
     let addr = listener.local_addr()?;
     let state = actix_web::web::Data::new(server::AppState::new(config, sink.clone())?);
     let server = server::start(state, listener)?;
-    Ok(Running {
+    let running = Running {
         addr,
         handle: server.handle(),
-        server,
         sink,
-    })
+    };
+    Ok((running, server))
 }

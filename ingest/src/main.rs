@@ -28,9 +28,9 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", toml_like(&config));
         return Ok(());
     }
-    let running = tally_ingest::build(config)?;
+    let (running, server) = tally_ingest::build(config)?;
     tracing::info!(addr = %running.addr, "tally-ingest listening");
-    running.server.await?;
+    server.await?;
     // The server has stopped accepting and finished its requests; deliver what is queued.
     running.sink.flush(Duration::from_secs(10));
     tracing::info!("tally-ingest stopped");

@@ -1,1 +1,8 @@
+//! Test support for Tally's end-to-end tests and load generator: a realistic workload, and an
+//! environment that runs ingest and the aggregator in-process against the real local stack,
+//! each test with its own Kafka topic and ClickHouse database.
 
+pub mod env;
+pub mod workload;
+
+pub use env::TestEnv;

@@ -1,0 +1,256 @@
+//! One isolated Tally for one test: ingest and the aggregator in-process, on their own Kafka
+//! topic and ClickHouse database, with fresh keys. `finish` stops them and drops both.
+
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+use std::time::{Duration, Instant};
+use tally_aggregator::config::AggregatorConfig;
+use tally_ingest::auth::{KeyConfig, ProjectConfig, Scope};
+use tally_ingest::config::IngestConfig;
+use tally_runtime::clickhouse::ClickHouseConfig;
+use tally_runtime::kafka::KafkaConfig;
+
+/// The local stack's addresses; `TALLY_TEST_KAFKA` and `TALLY_TEST_CLICKHOUSE` override them.
+pub fn kafka_brokers() -> String {
+    std::env::var("TALLY_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+pub fn clickhouse_url() -> String {
+    std::env::var("TALLY_TEST_CLICKHOUSE").unwrap_or_else(|_| "http://127.0.0.1:8123".into())
+}
+
+/// A random API key and its config entry.
+pub fn new_key(scopes: &[Scope]) -> (String, KeyConfig) {
+    let key = format!("tally_test_{}", uuid::Uuid::new_v4().simple());
+    let sha256 = hex::encode(Sha256::digest(key.as_bytes()));
+    (
+        key,
+        KeyConfig {
+            sha256,
+            scopes: scopes.to_vec(),
+        },
+    )
+}
+
+pub struct TestEnv {
+    pub url: String,
+    pub aggregator_url: String,
+    pub kafka: KafkaConfig,
+    pub clickhouse: ClickHouseConfig,
+    /// Project `a`: a key that may ingest and read, and a read-only key.
+    pub key_a: String,
+    pub read_key_a: String,
+    /// Project `b`: a key that may ingest and read.
+    pub key_b: String,
+    pub http: reqwest::Client,
+    ingest: Option<tally_ingest::Running>,
+    aggregator: Option<tally_aggregator::Running>,
+}
+
+/// Knobs a test may turn before the services start.
+#[derive(Default)]
+pub struct Options {
+    pub brokers: Option<String>,
+    pub delivery_timeout_ms: Option<u64>,
+    pub max_body_bytes: Option<usize>,
+    pub max_batch_events: Option<usize>,
+    pub without_aggregator: bool,
+}
+
+impl TestEnv {
+    pub async fn start() -> Self {
+        Self::start_with(Options::default()).await
+    }
+
+    pub async fn start_with(options: Options) -> Self {
+        tally_runtime::logging::init_with_default("warn");
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let kafka = KafkaConfig {
+            brokers: options.brokers.clone().unwrap_or_else(kafka_brokers),
+            events_topic: format!("tally.test.{name}"),
+            events_partitions: 3,
+            replication_factor: 1,
+        };
+        let clickhouse = ClickHouseConfig {
+            url: clickhouse_url(),
+            database: format!("tally_test_{name}"),
+            ..ClickHouseConfig::default()
+        };
+        let (key_a, key_a_config) = new_key(&[Scope::Ingest, Scope::Read]);
+        let (read_key_a, read_key_a_config) = new_key(&[Scope::Read]);
+        let (key_b, key_b_config) = new_key(&[Scope::Ingest, Scope::Read]);
+
+        let mut ingest_config = IngestConfig {
+            listen: "127.0.0.1:0".into(),
+            workers: 2,
+            kafka: kafka.clone(),
+            clickhouse: clickhouse.clone(),
+            projects: vec![
+                ProjectConfig {
+                    id: "a".into(),
+                    keys: vec![key_a_config, read_key_a_config],
+                },
+                ProjectConfig {
+                    id: "b".into(),
+                    keys: vec![key_b_config],
+                },
+            ],
+            shutdown_timeout_secs: 5,
+            ..IngestConfig::default()
+        };
+        if let Some(ms) = options.delivery_timeout_ms {
+            ingest_config.producer.delivery_timeout_ms = ms;
+            ingest_config.producer.retry_after_secs = 1;
+        }
+        if let Some(bytes) = options.max_body_bytes {
+            ingest_config.max_body_bytes = bytes;
+        }
+        if let Some(events) = options.max_batch_events {
+            ingest_config.limits.max_batch_events = events;
+        }
+
+        // The aggregator creates the topic and the schema, so it starts first.
+        let aggregator_config = AggregatorConfig {
+            listen: "127.0.0.1:0".into(),
+            group_id: format!("tally-test-{name}"),
+            batch_max_wait_ms: 50,
+            max_retry_backoff_ms: 1000,
+            kafka: kafka.clone(),
+            clickhouse: clickhouse.clone(),
+            ..AggregatorConfig::default()
+        };
+        let (aggregator, aggregator_url) = if options.without_aggregator {
+            tally_runtime::migrate::run(&clickhouse)
+                .await
+                .expect("migrations apply");
+            kafka.ensure_events_topic().await.expect("topic is created");
+            (None, String::new())
+        } else {
+            let running = tally_aggregator::start(aggregator_config)
+                .await
+                .expect("aggregator starts");
+            let url = format!("http://{}", running.addr);
+            (Some(running), url)
+        };
+
+        let (ingest, server) = tally_ingest::build(ingest_config).expect("ingest starts");
+        let url = format!("http://{}", ingest.addr);
+        tokio::spawn(server);
+
+        let env = Self {
+            url,
+            aggregator_url,
+            kafka,
+            clickhouse,
+            key_a,
+            read_key_a,
+            key_b,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+            ingest: Some(ingest),
+            aggregator,
+        };
+        env.wait_until_ready().await;
+        env
+    }
+
+    async fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self
+                .http
+                .get(format!("{}/readyz", self.url))
+                .send()
+                .await
+                .map(|r| r.status().is_success());
+            if ready.unwrap_or(false) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "ingest did not become ready");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// `POST /v1/batch` with `key` and a JSON body.
+    pub async fn post_batch(&self, key: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}/v1/batch", self.url))
+            .bearer_auth(key)
+            .json(body)
+            .send()
+            .await
+            .expect("request is answered")
+    }
+
+    /// `GET` a path with `key`; returns the status and the JSON body.
+    pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
+        let response = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(key)
+            .send()
+            .await
+            .expect("request is answered");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls `GET path` until `done` holds for the body, or panics after `timeout`.
+    pub async fn poll(
+        &self,
+        key: &str,
+        path: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let (status, body) = self.get(key, path).await;
+            if status == 200 && done(&body) {
+                return body;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} did not reach the expected state; last answer {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// A ClickHouse client on this test's database.
+    pub fn clickhouse_client(&self) -> clickhouse::Client {
+        self.clickhouse.client()
+    }
+
+    /// Stops the services, then deletes the topic and drops the database.
+    pub async fn finish(mut self) {
+        if let Some(ingest) = self.ingest.take() {
+            ingest.handle.stop(true).await;
+        }
+        if let Some(aggregator) = self.aggregator.take() {
+            aggregator.stop().await.expect("aggregator stops cleanly");
+        }
+        if let Ok(admin) = self
+            .kafka
+            .client_config()
+            .create::<AdminClient<DefaultClientContext>>()
+        {
+            let _ = admin
+                .delete_topics(&[&self.kafka.events_topic], &AdminOptions::new())
+                .await;
+        }
+        let _ = self
+            .clickhouse
+            .server_client()
+            .query(&format!(
+                "DROP DATABASE IF EXISTS {}",
+                self.clickhouse.database
+            ))
+            .execute()
+            .await;
+    }
+}
