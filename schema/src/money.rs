@@ -88,8 +88,8 @@ mod tests {
     #[test]
     fn json_numbers_round_trip() {
         for text in ["0.0123", "0.000001", "3", "1234.5678", "0.000000001"] {
-            let number: serde_json::Number = serde_json::from_str(text).unwrap();
-            let nanos = json_usd_nanos(&number).unwrap();
+            let number: serde_json::Number = serde_json::from_str(text).expect("a number");
+            let nanos = json_usd_nanos(&number).expect("an amount");
             assert_eq!(
                 nanos_to_json(nanos),
                 serde_json::Value::Number(number),

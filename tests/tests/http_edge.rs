@@ -68,7 +68,15 @@ async fn bad_envelopes_get_a_named_4xx() {
     let bomb = gzip(&vec![b' '; 8 * 1024 * 1024]);
 
     let key = Some(env.key_a.as_str());
-    let cases: Vec<(&str, Option<&str>, Vec<(&str, &str)>, Vec<u8>, u16, &str)> = vec![
+    type Case<'a> = (
+        &'a str,
+        Option<&'a str>,
+        Vec<(&'a str, &'a str)>,
+        Vec<u8>,
+        u16,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "not JSON",
             key,

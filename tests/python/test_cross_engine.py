@@ -1,0 +1,224 @@
+"""Every migration and every read query runs on ClickHouse 18.16 (the local server) and on
+current ClickHouse (chDB), over the same rows, with the same answers.
+
+The SQL comes from schema/migrations and schema/queries, the files the services embed.
+"""
+
+import os
+import pathlib
+import re
+import urllib.parse
+import urllib.request
+import uuid
+
+import chdb.session
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+MIGRATIONS = sorted((ROOT / "schema" / "migrations").glob("*.sql"))
+QUERIES = {p.stem: p.read_text() for p in sorted((ROOT / "schema" / "queries").glob("*.sql"))}
+SERVER_URL = os.environ.get("TALLY_TEST_CLICKHOUSE", "http://127.0.0.1:8123")
+
+
+def split_statements(sql):
+    """The same rule as schema::migrations::split_statements: `;` at a line end."""
+    statements, current = [], []
+    for line in sql.splitlines():
+        stripped = line.strip()
+        if not stripped or stripped.startswith("--"):
+            continue
+        current.append(line)
+        if stripped.endswith(";"):
+            statements.append("\n".join(current).strip().rstrip(";").strip())
+            current = []
+    if "".join(current).strip():
+        statements.append("\n".join(current).strip())
+    return statements
+
+
+def literal(value):
+    """A bound value as the clickhouse crate renders it client-side."""
+    if isinstance(value, str):
+        return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(literal(v) for v in value) + "]"
+    return str(int(value))
+
+
+def bind(sql, values):
+    parts = sql.split("?")
+    assert len(parts) - 1 == len(values), f"{len(parts) - 1} placeholders, {len(values)} values"
+    out = parts[0]
+    for value, rest in zip(values, parts[1:]):
+        out += literal(value) + rest
+    return out
+
+
+class Server:
+    name = "clickhouse-18.16"
+
+    def __init__(self):
+        self.database = "tally_xengine_" + uuid.uuid4().hex
+        self._post(f"CREATE DATABASE {self.database}", database=None)
+
+    def _post(self, sql, database="default"):
+        params = {"database": self.database if database == "default" else database}
+        params = {k: v for k, v in params.items() if v}
+        url = SERVER_URL + "/?" + urllib.parse.urlencode(params)
+        with urllib.request.urlopen(urllib.request.Request(url, data=sql.encode())) as response:
+            return response.read().decode()
+
+    def execute(self, sql):
+        return self._post(sql)
+
+    def version(self):
+        return self._post("SELECT version()").strip()
+
+    def close(self):
+        self._post(f"DROP DATABASE IF EXISTS {self.database}", database=None)
+
+
+class Chdb:
+    name = "chdb"
+
+    def __init__(self):
+        self.session = chdb.session.Session()
+        self.database = "tally_xengine"
+        self.session.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        self.session.query(f"USE {self.database}")
+
+    def execute(self, sql):
+        return str(self.session.query(sql, "TabSeparated"))
+
+    def version(self):
+        return self.execute("SELECT version()").strip()
+
+    def close(self):
+        self.session.close()
+
+
+@pytest.fixture(params=[Server, Chdb], ids=["clickhouse-18.16", "chdb"], scope="module")
+def engine(request):
+    engine = request.param()
+    for path in MIGRATIONS:
+        for statement in split_statements(path.read_text()):
+            engine.execute(statement)
+    for statement in FIXTURES:
+        engine.execute(statement)
+    yield engine
+    engine.close()
+
+
+EVENT_COLUMNS = (
+    "project_id, session_id, event_id, event_type, ts, ts_ms, account_id, trace_id, span_id, "
+    "parent_span_id, operation, model, provider, input_tokens, output_tokens, cache_read_tokens, "
+    "cache_write_tokens, provided_cost_nanos, duration_ms, time_to_first_token_ms, status, tool_name, "
+    "tool_call_id, error_type, error_message, error_stack, content, attributes, received_at_ms, "
+    "kafka_partition, kafka_offset"
+)
+
+
+def event(project, session, event_id, kind, ts_ms, offset, tokens=0, received=1_763_800_000_000):
+    values = [
+        project, session, event_id, kind, ts_ms // 1000, ts_ms, "acct-1", "", "", "", "chat", "gpt-4o",
+        "openai", tokens, tokens // 2, 0, 0, None, None, None, "ok", "", "", "", "", "", "", "",
+        received, 0, offset,
+    ]
+    rendered = ",".join("NULL" if v is None else literal(v) for v in values)
+    return f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({rendered})"
+
+
+SESSION_COLUMNS = (
+    "project_id, session_id, account_id, first_ts_ms, last_ts_ms, event_count, event_types, "
+    "event_type_counts, llm_calls, tool_calls, errors, input_tokens, output_tokens, cache_read_tokens, "
+    "cache_write_tokens, provided_cost_nanos, models, ended, kafka_partition, kafka_offset"
+)
+
+
+def session(project, session_id, count, offset):
+    values = [
+        project, session_id, "acct-1", 1_763_800_000_000, 1_763_800_005_000, count, ["llm_request"],
+        [count], count, 0, 0, 10 * count, 5 * count, 0, 0, 7 * count, ["gpt-4o"], 0, 0, offset,
+    ]
+    return f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ({','.join(literal(v) for v in values)})"
+
+
+T0 = 1_763_800_000_000
+FIXTURES = [
+    event("a", "s1", "e-3", "llm_response", T0 + 2000, 3, tokens=40),
+    event("a", "s1", "e-1", "session_start", T0, 1),
+    # Two events at the same millisecond: the timeline orders them by event_id.
+    event("a", "s1", "e-2b", "llm_request", T0 + 1000, 2),
+    event("a", "s1", "e-2a", "user_message", T0 + 1000, 0),
+    # The same record stored twice (redelivered after a crash) collapses to one event.
+    event("a", "s1", "e-3", "llm_response", T0 + 2000, 3, tokens=40),
+    event("b", "s1", "e-9", "session_start", T0, 4),
+    event("a", "s2", "e-4", "session_start", T0 + 50, 5, received=T0 - 10_000_000),
+    session("a", "s1", 3, 5),
+    session("a", "s1", 4, 9),
+    session("a", "s2", 1, 5),
+    session("b", "s1", 1, 4),
+]
+
+# Each query file: its binds, and the rows (TabSeparated) both engines must return.
+EXPECTED = {
+    "session_timeline": (["a", "s1"], ["e-1", "e-2a", "e-2b", "e-3"]),
+    "session_rollup": (["a", "s1"], ["s1 4 9"]),
+    "sessions_by_id": (["a", ["s1", "s2", "missing"]], ["s1 4 9", "s2 1 5"]),
+    "known_events": ([0, T0 - 1000], ["a e-1 1", "a e-2a 0", "a e-2b 2", "a e-3 3", "b e-9 4"]),
+}
+
+
+def summarize(name, output):
+    """The columns each expectation looks at."""
+    rows = [line.split("\t") for line in output.splitlines() if line]
+    if name == "session_timeline":
+        return [r[2] for r in rows]
+    if name in ("session_rollup", "sessions_by_id"):
+        return sorted(f"{r[1]} {r[5]} {r[19]}" for r in rows)
+    if name == "known_events":
+        return sorted(f"{r[0]} {r[1]} {r[2]}" for r in rows)
+    raise AssertionError(f"no summary for {name}")
+
+
+def test_every_query_file_has_an_expectation():
+    assert sorted(QUERIES) == sorted(EXPECTED)
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_query_answers(engine, name):
+    binds, expected = EXPECTED[name]
+    output = engine.execute(bind(QUERIES[name], binds) + "\nFORMAT TabSeparated")
+    assert summarize(name, output) == expected
+
+
+def test_engines_agree_row_for_row():
+    server, embedded = Server(), Chdb()
+    try:
+        for engine in (server, embedded):
+            for path in MIGRATIONS:
+                for statement in split_statements(path.read_text()):
+                    engine.execute(statement)
+            for statement in FIXTURES:
+                engine.execute(statement)
+        assert server.version().startswith("18.16"), server.version()
+        assert int(embedded.version().split(".")[0]) >= 24, embedded.version()
+        for name, (binds, _) in EXPECTED.items():
+            sql = bind(QUERIES[name], binds) + "\nFORMAT TabSeparated"
+            normalize = lambda out: sorted(out.splitlines()) if name != "session_timeline" else out.splitlines()
+            assert normalize(server.execute(sql)) == normalize(embedded.execute(sql)), name
+    finally:
+        server.close()
+        embedded.close()
+
+
+def test_migrations_are_idempotent(engine):
+    for path in MIGRATIONS:
+        for statement in split_statements(path.read_text()):
+            engine.execute(statement)
+
+
+def test_bind_refuses_a_count_mismatch():
+    with pytest.raises(AssertionError):
+        bind("SELECT ? + ?", [1])
+    assert bind("SELECT ?", ["it's"]) == "SELECT 'it\\'s'"

@@ -1,0 +1,212 @@
+//! Kafka stops: ingest answers 503 with Retry-After and stays healthy; Kafka comes back:
+//! ingest recovers, and every event that got a 200 is in ClickHouse exactly once.
+//!
+//! The test runs its own broker (the project's start script, with a private folder and
+//! ports), so stopping it leaves the shared stack alone.
+
+use chrono::{Duration as ChronoDuration, Utc};
+use serde_json::Value;
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use tally_tests::env::Options;
+use tally_tests::workload::{batch_body, Workload};
+use tally_tests::TestEnv;
+
+struct PrivateKafka {
+    state_dir: PathBuf,
+    port: u16,
+    controller_port: u16,
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    listener.local_addr().expect("addr").port()
+}
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo")
+        .to_path_buf()
+}
+
+impl PrivateKafka {
+    fn new() -> Self {
+        let state_dir =
+            std::env::temp_dir().join(format!("tally-kafka-{}", uuid::Uuid::new_v4().simple()));
+        Self {
+            state_dir,
+            port: free_port(),
+            controller_port: free_port(),
+        }
+    }
+
+    fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    fn stack(&self, action: &str) {
+        let root = repo_root();
+        let shared_state = std::env::var("TALLY_STATE_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|_| root.join(".tally"));
+        let status = Command::new("bash")
+            .arg(root.join("deploy/local/stack.sh"))
+            .args([action, "kafka"])
+            .env("TALLY_STATE_DIR", &self.state_dir)
+            .env("TALLY_KAFKA_PORT", self.port.to_string())
+            .env(
+                "TALLY_KAFKA_CONTROLLER_PORT",
+                self.controller_port.to_string(),
+            )
+            .env("TALLY_KAFKA_LIBS", shared_state.join("kafka-libs"))
+            .status()
+            .expect("stack.sh runs");
+        assert!(status.success(), "stack.sh {action} kafka failed");
+    }
+}
+
+impl Drop for PrivateKafka {
+    fn drop(&mut self) {
+        self.stack("stop");
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+fn ids(events: &[Value]) -> Vec<String> {
+    events
+        .iter()
+        .map(|e| e["event_id"].as_str().expect("id").to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_down_means_503_then_recovery_without_loss() {
+    let kafka = PrivateKafka::new();
+    kafka.stack("start");
+    let env = TestEnv::start_with(Options {
+        brokers: Some(kafka.brokers()),
+        delivery_timeout_ms: Some(3000),
+        ..Options::default()
+    })
+    .await;
+    let mut workload = Workload::new(99, Utc::now() - ChronoDuration::minutes(20));
+    let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+
+    let before = workload.sessions(3, 2);
+    assert_eq!(
+        env.post_batch(&env.key_a, &batch_body(&before))
+            .await
+            .status(),
+        200
+    );
+    acknowledged.extend(ids(&before));
+
+    kafka.stack("stop");
+    let during = workload.sessions(3, 2);
+    let response = env.post_batch(&env.key_a, &batch_body(&during)).await;
+    assert_eq!(response.status(), 503);
+    let retry_after: u64 = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!(retry_after >= 1);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "unavailable");
+
+    // Still answering health checks, and telling load balancers it is not ready.
+    let healthz = env
+        .http
+        .get(format!("{}/healthz", env.url))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(healthz.status(), 200);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let ready = env
+            .http
+            .get(format!("{}/readyz", env.url))
+            .send()
+            .await
+            .expect("answered");
+        if ready.status() == 503 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/readyz kept saying ready with Kafka down"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+
+    kafka.stack("start");
+    // Like an SDK: resend the refused batch (same ids) until it is accepted, then go on.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = env
+            .post_batch(&env.key_a, &batch_body(&during))
+            .await
+            .status();
+        if status == 200 {
+            break;
+        }
+        assert_eq!(status, 503, "only 503 while Kafka recovers");
+        assert!(
+            Instant::now() < deadline,
+            "ingest did not recover after Kafka came back"
+        );
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    acknowledged.extend(ids(&during));
+    let after = workload.sessions(2, 2);
+    assert_eq!(
+        env.post_batch(&env.key_a, &batch_body(&after))
+            .await
+            .status(),
+        200
+    );
+    acknowledged.extend(ids(&after));
+
+    // Every acknowledged event reaches ClickHouse, once.
+    let client = env.clickhouse_client();
+    let wanted: Vec<String> = acknowledged.iter().cloned().collect();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let stored: Vec<String> = client
+            .query("SELECT event_id FROM events FINAL WHERE project_id = ? AND has(?, event_id)")
+            .bind("a")
+            .bind(&wanted)
+            .fetch_all()
+            .await
+            .expect("query");
+        let stored_set: BTreeSet<String> = stored.iter().cloned().collect();
+        assert_eq!(stored.len(), stored_set.len(), "an event is stored twice");
+        if stored_set == acknowledged {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} acknowledged events missing from ClickHouse",
+            acknowledged.len() - stored_set.len(),
+            acknowledged.len()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let folded: u64 = client
+        .query("SELECT sum(event_count) FROM sessions FINAL WHERE project_id = ?")
+        .bind("a")
+        .fetch_one()
+        .await
+        .expect("query");
+    assert_eq!(
+        folded,
+        acknowledged.len() as u64,
+        "session rollups count each event once"
+    );
+    env.finish().await;
+}
