@@ -18,7 +18,7 @@ stop_started() {
 }
 trap stop_started EXIT
 for part in clickhouse kafka; do
-  if ! bash "$STACK" status | grep -q "^$part: running"; then
+  if [[ "$(bash "$STACK" status)" != *"$part: running"* ]]; then
     bash "$STACK" start "$part"
     started+=("$part")
   fi

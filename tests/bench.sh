@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# `make bench`: release builds of ingest and the aggregator on the local stack, a fresh topic
+# and database, then tally-loadgen posting batches of 100 realistic events for 30 s.
+# Prints accepted events/s, p50/p99 request latency, and the time until ClickHouse holds
+# every accepted event. BENCH_SECONDS, BENCH_BATCH and BENCH_CONCURRENCY change the run.
+set -euo pipefail
+
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+STATE="${TALLY_STATE_DIR:-$REPO/.tally}"
+STACK="$REPO/deploy/local/stack.sh"
+TARGET="${CARGO_TARGET_DIR:-$REPO/target}"
+cd "$REPO"
+
+bash "$STACK" install
+cargo build --release --locked -p tally-ingest -p tally-aggregator -p tally-tests
+
+started=()
+pids=()
+run_id="$(date +%s)"
+database="tally_bench_$run_id"
+cleanup() {
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  curl -s "http://127.0.0.1:${TALLY_CLICKHOUSE_HTTP_PORT:-8123}/" --data-binary "DROP DATABASE IF EXISTS $database" >/dev/null || true
+  for part in "${started[@]}"; do bash "$STACK" stop "$part" || true; done
+}
+trap cleanup EXIT
+for part in clickhouse kafka; do
+  if [[ "$(bash "$STACK" status)" != *"$part: running"* ]]; then
+    bash "$STACK" start "$part"; started+=("$part")
+  fi
+done
+
+bench="$STATE/bench"
+mkdir -p "$bench"
+key="bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
+hash="$(printf %s "$key" | sha256sum | cut -d' ' -f1)"
+printf 'listen = "127.0.0.1:18090"\n[[projects]]\nid = "bench"\nkeys = [{ sha256 = "%s", scopes = ["ingest", "read"] }]\n' "$hash" >"$bench/ingest.toml"
+export TALLY_KAFKA__EVENTS_TOPIC="tally.bench.$run_id" TALLY_CLICKHOUSE__DATABASE="$database"
+
+TALLY_LISTEN=127.0.0.1:18091 TALLY_GROUP_ID="tally-bench-$run_id" RUST_LOG=warn \
+  "$TARGET/release/tally-aggregator" >"$bench/aggregator.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 60); do curl -sf http://127.0.0.1:18091/healthz >/dev/null && break; sleep 0.5; done
+RUST_LOG=warn "$TARGET/release/tally-ingest" --config "$bench/ingest.toml" >"$bench/ingest.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 60); do curl -sf http://127.0.0.1:18090/readyz >/dev/null && break; sleep 0.5; done
+
+echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%F)"
+"$TARGET/release/tally-loadgen" --url http://127.0.0.1:18090 --key "$key" --project bench \
+  --duration-secs "${BENCH_SECONDS:-30}" --batch-size "${BENCH_BATCH:-100}" \
+  --concurrency "${BENCH_CONCURRENCY:-8}" \
+  --clickhouse-url "http://127.0.0.1:${TALLY_CLICKHOUSE_HTTP_PORT:-8123}" --database "$database"
