@@ -29,6 +29,10 @@ alive() { # alive PIDFILE: the recorded process is running
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+port_free() { # port_free PORT: fail, saying so, when another process listens there
+  if port_open "$1"; then log "port $1 is already in use by a process this script did not start"; return 1; fi
+}
+
 install_debian() {
   local missing=()
   command -v clickhouse-server >/dev/null || missing+=(clickhouse-server clickhouse-client)
@@ -80,6 +84,7 @@ start_kafka() {
     java "${java_opts[@]}" -cp "$KAFKA_LIBS/*" kafka.tools.StorageTool format \
       -t "$(cat "$STATE/kafka/cluster-id")" -c "$conf" >"$STATE/logs/kafka-format.log"
   fi
+  port_free "$KAFKA_PORT" && port_free "$KAFKA_CONTROLLER_PORT" || return 1
   log "starting kafka on 127.0.0.1:$KAFKA_PORT"
   # A fresh log per start, so readiness is read from this run only.
   for f in kafka.log kafka.out; do [[ -f "$STATE/logs/$f" ]] && mv "$STATE/logs/$f" "$STATE/logs/$f.prev"; done
@@ -104,10 +109,12 @@ start_clickhouse() {
   sed -e "s#@STATE@#$STATE#g" -e "s#@HTTP_PORT@#$CH_HTTP_PORT#g" -e "s#@TCP_PORT@#$CH_TCP_PORT#g" \
     "$HERE/clickhouse-config.xml" >"$dir/config.xml"
   cp "$HERE/clickhouse-users.xml" "$dir/users.xml"
+  port_free "$CH_HTTP_PORT" && port_free "$CH_TCP_PORT" || return 1
   log "starting clickhouse on 127.0.0.1:$CH_HTTP_PORT (http) and :$CH_TCP_PORT (native)"
-  # The server writes its own pid file once it is up; we record the pid we started.
-  (cd "$dir" && nohup clickhouse-server --config-file="$dir/config.xml" \
-    >>"$STATE/logs/clickhouse.out" 2>&1 </dev/null & echo $! >"$pidfile")
+  # exec: the recorded pid is the server's own, so stop ends exactly it.
+  (cd "$dir" && exec nohup clickhouse-server --config-file="$dir/config.xml" \
+    >>"$STATE/logs/clickhouse.out" 2>&1 </dev/null) &
+  echo $! >"$pidfile"
   for _ in $(seq 1 120); do
     if [[ "$(curl -s "http://127.0.0.1:$CH_HTTP_PORT/ping" 2>/dev/null)" == "Ok." ]]; then
       log "clickhouse ready"; return 0

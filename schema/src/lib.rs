@@ -11,6 +11,7 @@ pub mod envelope;
 pub mod event;
 pub mod migrations;
 pub mod money;
+pub mod pricing;
 pub mod queries;
 pub mod rows;
 pub mod validate;
