@@ -134,8 +134,7 @@ impl PriceTable {
     fn in_force(&self, model: &str, at: Timestamp) -> Option<&Price> {
         self.prices
             .iter()
-            .filter(|p| p.model == model && p.effective_from_ms <= at.0)
-            .next_back()
+            .rfind(|p| p.model == model && p.effective_from_ms <= at.0)
     }
 
     /// The cost of an event in nano-USD, or `None` when its model has no price at its time.
