@@ -17,8 +17,17 @@ pub struct AggregatorConfig {
     pub batch_max_events: usize,
     /// Longest wait to fill a batch once its first record arrived, in milliseconds.
     pub batch_max_wait_ms: u64,
-    /// Session rows kept in memory between batches; the rest are reloaded on demand.
-    pub max_cached_sessions: usize,
+    /// Rollup rows (sessions, usage, tools) kept in memory between batches; past it, rows
+    /// the last batch did not touch are dropped and reloaded on demand.
+    pub max_cached_rows: usize,
+    /// A CSV of prices added to (or correcting) the built-in table, same columns as
+    /// `schema/prices/prices.csv`. Empty: the built-in table alone.
+    pub prices_file: String,
+    /// Static group membership id (for example the pod name): a replica restarted with the
+    /// same id gets its partitions back without waiting for a rebalance. Empty: dynamic.
+    pub instance_id: String,
+    /// Kafka consumer session timeout, in milliseconds.
+    pub session_timeout_ms: u32,
     /// Longest pause between ClickHouse write retries, in milliseconds.
     pub max_retry_backoff_ms: u64,
     /// Create the event topic on start if it is missing.
@@ -35,7 +44,10 @@ impl Default for AggregatorConfig {
             group_id: "tally-aggregator".into(),
             batch_max_events: 20_000,
             batch_max_wait_ms: 200,
-            max_cached_sessions: 200_000,
+            max_cached_rows: 500_000,
+            prices_file: String::new(),
+            instance_id: String::new(),
+            session_timeout_ms: 10_000,
             max_retry_backoff_ms: 10_000,
             create_topic: true,
             dedup: DedupConfig::default(),

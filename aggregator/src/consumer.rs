@@ -2,7 +2,7 @@
 //! commit its offsets. A crash anywhere in between replays records the fold then skips.
 
 use crate::config::AggregatorConfig;
-use crate::fold::{Folder, Record};
+use crate::fold::{Folder, GroupTable, Record};
 use crate::metrics::Metrics;
 use crate::store::Store;
 use rdkafka::consumer::{
@@ -15,6 +15,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tally_schema::envelope::Envelope;
+use tally_schema::pricing::PriceTable;
 use tokio::sync::watch;
 
 /// Partition assignments seen by librdkafka, applied by the loop between batches.
@@ -70,23 +71,27 @@ pub struct Aggregator {
 impl Aggregator {
     pub fn new(
         config: AggregatorConfig,
+        prices: PriceTable,
         client: clickhouse::Client,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
-        let consumer: StreamConsumer<RebalanceLog> = config
-            .kafka
-            .client_config()
+        let mut kafka = config.kafka.client_config();
+        if !config.instance_id.is_empty() {
+            // Static membership: a restarted replica takes its partitions back at once.
+            kafka.set("group.instance.id", &config.instance_id);
+        }
+        let consumer: StreamConsumer<RebalanceLog> = kafka
             .set("group.id", &config.group_id)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
-            .set("session.timeout.ms", "10000")
+            .set("session.timeout.ms", config.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", "1000")
             .create_with_context(RebalanceLog::default())?;
         consumer.subscribe(&[&config.kafka.events_topic])?;
         Ok(Self {
-            folder: Folder::new(config.dedup.clone(), config.max_cached_sessions),
+            folder: Folder::new(config.dedup.clone(), prices, config.max_cached_rows),
             config,
             consumer,
             store: Store::new(client),
@@ -218,34 +223,29 @@ impl Aggregator {
             }
         }
 
-        for (project_id, session_ids) in self.folder.sessions_to_load(&records) {
-            let rows = self
-                .retry("load sessions", || {
-                    self.store.load_sessions(&project_id, &session_ids)
-                })
-                .await?;
-            self.folder.add_loaded(&project_id, &session_ids, rows);
-        }
+        self.load(&records).await?;
         let output = self.folder.fold(&records);
 
         let started = std::time::Instant::now();
-        self.retry("write batch", || {
-            self.store.write(&output.events, &output.sessions)
-        })
-        .await?;
+        self.retry("write batch", || self.store.write(&output))
+            .await?;
         let metrics = &self.metrics;
         metrics
             .write_duration
             .with_label_values::<&str>(&[])
             .observe(started.elapsed().as_secs_f64());
-        metrics
-            .rows_written
-            .with_label_values(&["events"])
-            .inc_by(output.events.len() as u64);
-        metrics
-            .rows_written
-            .with_label_values(&["sessions"])
-            .inc_by(output.sessions.len() as u64);
+        for (table, rows) in [
+            ("events", output.events.len()),
+            ("sessions", output.sessions.len()),
+            ("usage_hourly", output.usage_hourly.len()),
+            ("usage_daily", output.usage_daily.len()),
+            ("tool_usage_hourly", output.tools.len()),
+        ] {
+            metrics
+                .rows_written
+                .with_label_values(&[table])
+                .inc_by(rows as u64);
+        }
         metrics
             .records
             .with_label_values(&["folded"])
@@ -258,6 +258,7 @@ impl Aggregator {
             .records
             .with_label_values(&["redelivery"])
             .inc_by(output.redeliveries_skipped);
+        metrics.unpriced.inc_by(output.unpriced);
 
         let mut offsets = TopicPartitionList::new();
         for (partition, next) in next_offsets {
@@ -270,6 +271,46 @@ impl Aggregator {
         if let Err(err) = self.consumer.commit(&offsets, CommitMode::Sync) {
             // The partition may have moved; its new owner replays and skips what is written.
             tracing::warn!(%err, "offset commit failed");
+        }
+        Ok(())
+    }
+
+    /// Loads the rows the batch touches that are not in memory.
+    async fn load(&mut self, records: &[Record]) -> anyhow::Result<()> {
+        let plan = self.folder.plan(records);
+        for (project_id, session_ids) in plan.sessions {
+            let rows = self
+                .retry("load sessions", || {
+                    self.store.load_sessions(&project_id, &session_ids)
+                })
+                .await?;
+            self.folder.add_sessions(&project_id, &session_ids, rows);
+        }
+        for group in plan.groups {
+            let (project, bucket, partition) = (
+                group.project_id.clone(),
+                group.bucket,
+                group.kafka_partition,
+            );
+            match group.table {
+                GroupTable::Usage(granularity) => {
+                    let rows = self
+                        .retry("load usage rows", || {
+                            self.store
+                                .load_usage_group(granularity, &project, bucket, partition)
+                        })
+                        .await?;
+                    self.folder.add_usage_group(group, granularity, rows);
+                }
+                GroupTable::Tools => {
+                    let rows = self
+                        .retry("load tool rows", || {
+                            self.store.load_tool_group(&project, bucket, partition)
+                        })
+                        .await?;
+                    self.folder.add_tool_group(group, rows);
+                }
+            }
         }
         Ok(())
     }

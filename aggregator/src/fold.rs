@@ -1,14 +1,17 @@
 //! The fold: Kafka records in, ClickHouse rows out, each record applied exactly once.
 //!
-//! Pure state, no I/O: the consumer loads missing session rows before folding and writes
-//! what [`Folder::fold`] returns. A record is skipped when its session row already includes
-//! its offset (a redelivery after a crash or rebalance) or when it is an SDK resend
-//! (see [`crate::dedup`]).
+//! Pure state, no I/O: the consumer loads the rows a batch needs ([`Folder::plan`]), then
+//! writes what [`Folder::fold`] returns. A record is skipped when it is an SDK resend (see
+//! [`crate::dedup`]); otherwise it is applied to each row it belongs to — its session, its
+//! hourly and daily usage rows, its tool row — unless that row already holds its offset
+//! (a redelivery after a crash or rebalance, or a write that reached some tables only).
 
 use crate::dedup::{DedupConfig, DedupWindow, EventKey, Seen};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_schema::envelope::Envelope;
-use tally_schema::rows::{EventRow, SessionRow};
+use tally_schema::pricing::PriceTable;
+use tally_schema::rollups::{Granularity, ToolKey, ToolRow, UsageKey, UsageRow};
+use tally_schema::rows::{EventRow, Priced, SessionRow};
 
 /// One decoded Kafka record.
 #[derive(Debug, Clone)]
@@ -27,49 +30,131 @@ fn session_key(envelope: &Envelope) -> SessionKey {
     )
 }
 
+/// The rows of one table that one partition holds in one time bucket; loaded as a unit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Group {
+    pub table: GroupTable,
+    pub project_id: String,
+    pub bucket: u32,
+    pub kafka_partition: i32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum GroupTable {
+    Usage(Granularity),
+    Tools,
+}
+
+/// What must be loaded from ClickHouse before a batch can be folded.
+#[derive(Debug, Default)]
+pub struct LoadPlan {
+    /// Session ids by project.
+    pub sessions: BTreeMap<String, Vec<String>>,
+    pub groups: BTreeSet<Group>,
+}
+
+impl LoadPlan {
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty() && self.groups.is_empty()
+    }
+}
+
 /// What one fold produced, to be written before offsets are committed.
 #[derive(Debug, Default)]
 pub struct FoldOutput {
     pub events: Vec<EventRow>,
     pub sessions: Vec<SessionRow>,
+    pub usage_hourly: Vec<UsageRow>,
+    pub usage_daily: Vec<UsageRow>,
+    pub tools: Vec<ToolRow>,
     pub resends_skipped: u64,
     pub redeliveries_skipped: u64,
+    pub unpriced: u64,
 }
 
 pub struct Folder {
     dedup: DedupConfig,
+    prices: PriceTable,
     sessions: HashMap<SessionKey, SessionRow>,
+    usage: HashMap<UsageKey, UsageRow>,
+    tools: HashMap<ToolKey, ToolRow>,
+    loaded_groups: HashSet<Group>,
     windows: HashMap<i32, DedupWindow>,
-    max_cached_sessions: usize,
+    max_cached_rows: usize,
+}
+
+fn usage_group(key: &UsageKey) -> Group {
+    Group {
+        table: GroupTable::Usage(key.granularity),
+        project_id: key.project_id.clone(),
+        bucket: key.bucket,
+        kafka_partition: key.kafka_partition,
+    }
+}
+
+fn tool_group(key: &ToolKey) -> Group {
+    Group {
+        table: GroupTable::Tools,
+        project_id: key.project_id.clone(),
+        bucket: key.bucket,
+        kafka_partition: key.kafka_partition,
+    }
 }
 
 impl Folder {
-    pub fn new(dedup: DedupConfig, max_cached_sessions: usize) -> Self {
+    pub fn new(dedup: DedupConfig, prices: PriceTable, max_cached_rows: usize) -> Self {
         Self {
             dedup,
+            prices,
             sessions: HashMap::new(),
+            usage: HashMap::new(),
+            tools: HashMap::new(),
+            loaded_groups: HashSet::new(),
             windows: HashMap::new(),
-            max_cached_sessions,
+            max_cached_rows,
         }
     }
 
-    /// Sessions of `records` whose rows are not in memory, grouped by project.
-    pub fn sessions_to_load(&self, records: &[Record]) -> BTreeMap<String, Vec<String>> {
-        let mut missing: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    /// The rows `records` touch that are not in memory.
+    pub fn plan(&self, records: &[Record]) -> LoadPlan {
+        let mut sessions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        let mut groups = BTreeSet::new();
         for record in records {
-            let key = session_key(&record.envelope);
+            let envelope = &record.envelope;
+            let key = session_key(envelope);
             if !self.sessions.contains_key(&key) {
-                missing.entry(key.0).or_default().insert(key.1);
+                sessions.entry(key.0).or_default().insert(key.1);
+            }
+            for granularity in Granularity::ALL {
+                let group = usage_group(&UsageKey::of(
+                    granularity,
+                    &envelope.project_id,
+                    &envelope.event,
+                    record.partition,
+                ));
+                if !self.loaded_groups.contains(&group) {
+                    groups.insert(group);
+                }
+            }
+            if let Some(key) = ToolKey::of(&envelope.project_id, &envelope.event, record.partition)
+            {
+                let group = tool_group(&key);
+                if !self.loaded_groups.contains(&group) {
+                    groups.insert(group);
+                }
             }
         }
-        missing
-            .into_iter()
-            .map(|(p, s)| (p, s.into_iter().collect()))
-            .collect()
+        LoadPlan {
+            sessions: sessions
+                .into_iter()
+                .map(|(p, s)| (p, s.into_iter().collect()))
+                .collect(),
+            groups,
+        }
     }
 
-    /// Takes in the rows loaded for `requested`; sessions without a row start empty.
-    pub fn add_loaded(&mut self, project_id: &str, requested: &[String], rows: Vec<SessionRow>) {
+    /// Takes in the session rows loaded for `requested`; sessions without a row start empty.
+    pub fn add_sessions(&mut self, project_id: &str, requested: &[String], rows: Vec<SessionRow>) {
         for row in rows {
             self.sessions
                 .insert((row.project_id.clone(), row.session_id.clone()), row);
@@ -79,6 +164,21 @@ impl Folder {
                 .entry((project_id.to_owned(), session_id.clone()))
                 .or_insert_with(|| SessionRow::empty(project_id, session_id, -1));
         }
+    }
+
+    /// Takes in the usage rows of a group (all of them: rows not returned do not exist yet).
+    pub fn add_usage_group(&mut self, group: Group, granularity: Granularity, rows: Vec<UsageRow>) {
+        for row in rows {
+            self.usage.insert(UsageKey::of_row(granularity, &row), row);
+        }
+        self.loaded_groups.insert(group);
+    }
+
+    pub fn add_tool_group(&mut self, group: Group, rows: Vec<ToolRow>) {
+        for row in rows {
+            self.tools.insert(ToolKey::of_row(&row), row);
+        }
+        self.loaded_groups.insert(group);
     }
 
     /// Adds ids known from the event store to a partition's window.
@@ -98,64 +198,145 @@ impl Folder {
         );
     }
 
-    /// Forgets everything about a partition (it was revoked, or is about to be reloaded).
+    /// Forgets a partition's window and rows (it was revoked).
     pub fn forget_partition(&mut self, partition: i32) {
         self.windows.remove(&partition);
         self.sessions
             .retain(|_, row| row.kafka_partition != partition);
+        self.usage.retain(|key, _| key.kafka_partition != partition);
+        self.tools.retain(|key, _| key.kafka_partition != partition);
+        self.loaded_groups
+            .retain(|group| group.kafka_partition != partition);
     }
 
     /// Forgets all cached state.
     pub fn forget_all(&mut self) {
         self.windows.clear();
         self.sessions.clear();
+        self.usage.clear();
+        self.tools.clear();
+        self.loaded_groups.clear();
     }
 
-    /// Folds records (in Kafka order per partition). Every session they touch must be loaded.
+    fn price(&self, envelope: &Envelope) -> Priced {
+        let event = &envelope.event;
+        if event.usage.is_zero() {
+            return Priced::NoUsage;
+        }
+        let cost = event
+            .model
+            .as_deref()
+            .and_then(|model| self.prices.cost_nanos(model, event.timestamp, &event.usage));
+        cost.map_or(Priced::Unpriced, Priced::Cost)
+    }
+
+    /// Folds records (in Kafka order per partition). Everything [`Folder::plan`] listed must
+    /// have been loaded.
     pub fn fold(&mut self, records: &[Record]) -> FoldOutput {
         let mut out = FoldOutput::default();
-        let mut touched: BTreeSet<SessionKey> = BTreeSet::new();
+        let mut touched_sessions = BTreeSet::new();
+        let mut touched_usage = BTreeSet::new();
+        let mut touched_tools = BTreeSet::new();
         for record in records {
-            let envelope = &record.envelope;
-            let key = session_key(envelope);
-            let Some(session) = self.sessions.get_mut(&key) else {
-                debug_assert!(false, "session {key:?} was not loaded before folding");
-                continue;
-            };
-            if session.has_applied(record.partition, record.offset) {
-                out.redeliveries_skipped += 1;
-                continue;
-            }
-            let window = self.windows.entry(record.partition).or_default();
-            let event_key = EventKey::new(&envelope.project_id, &envelope.event.event_id);
-            if window.observe(
-                event_key,
-                record.offset,
-                envelope.received_at_ms,
-                &self.dedup,
-            ) == Seen::Resend
+            let (envelope, partition, offset) = (&record.envelope, record.partition, record.offset);
+            let event = &envelope.event;
+            let window = self.windows.entry(partition).or_default();
+            let event_key = EventKey::new(&envelope.project_id, &event.event_id);
+            if window.observe(event_key, offset, envelope.received_at_ms, &self.dedup)
+                == Seen::Resend
             {
                 out.resends_skipped += 1;
                 continue;
             }
-            session.fold(&envelope.event, record.partition, record.offset);
-            out.events.push(EventRow::from_envelope(
-                envelope,
-                record.partition,
-                record.offset,
-            ));
-            touched.insert(key);
+            let cost = self.price(envelope);
+            let mut applied = false;
+
+            let key = session_key(envelope);
+            let session = self
+                .sessions
+                .entry(key.clone())
+                .or_insert_with(|| SessionRow::empty(&key.0, &key.1, -1));
+            if !session.has_applied(partition, offset) {
+                session.fold(event, cost, partition, offset);
+                touched_sessions.insert(key);
+                applied = true;
+            }
+            for granularity in Granularity::ALL {
+                let key = UsageKey::of(granularity, &envelope.project_id, event, partition);
+                let row = self
+                    .usage
+                    .entry(key.clone())
+                    .or_insert_with(|| UsageRow::empty(&key));
+                if !row.has_applied(partition, offset) {
+                    row.fold(event, cost, offset);
+                    touched_usage.insert(key);
+                    applied = true;
+                }
+            }
+            if let Some(key) = ToolKey::of(&envelope.project_id, event, partition) {
+                let row = self
+                    .tools
+                    .entry(key.clone())
+                    .or_insert_with(|| ToolRow::empty(&key));
+                if !row.has_applied(partition, offset) {
+                    row.fold(event, offset);
+                    touched_tools.insert(key);
+                    applied = true;
+                }
+            }
+            if applied {
+                out.events
+                    .push(EventRow::from_envelope(envelope, partition, offset));
+                if cost == Priced::Unpriced {
+                    out.unpriced += 1;
+                }
+            } else {
+                out.redeliveries_skipped += 1;
+            }
         }
-        out.sessions = touched
+
+        out.sessions = touched_sessions
             .iter()
-            .filter_map(|key| self.sessions.get(key).cloned())
+            .filter_map(|k| self.sessions.get(k).cloned())
             .collect();
-        if self.sessions.len() > self.max_cached_sessions {
-            // Everything cached is in ClickHouse once this output is written; keep only what
-            // this batch touched and reload the rest on demand.
-            self.sessions.retain(|key, _| touched.contains(key));
+        for key in &touched_usage {
+            if let Some(row) = self.usage.get(key) {
+                match key.granularity {
+                    Granularity::Hour => out.usage_hourly.push(row.clone()),
+                    Granularity::Day => out.usage_daily.push(row.clone()),
+                }
+            }
         }
+        out.tools = touched_tools
+            .iter()
+            .filter_map(|k| self.tools.get(k).cloned())
+            .collect();
+        self.trim(&touched_sessions, &touched_usage, &touched_tools);
         out
+    }
+
+    /// Past the cache limit, keeps only what this batch touched; everything else is in
+    /// ClickHouse once the output is written and is reloaded on demand.
+    fn trim(
+        &mut self,
+        sessions: &BTreeSet<SessionKey>,
+        usage: &BTreeSet<UsageKey>,
+        tools: &BTreeSet<ToolKey>,
+    ) {
+        if self.sessions.len() + self.usage.len() + self.tools.len() <= self.max_cached_rows {
+            return;
+        }
+        let groups: HashSet<Group> = usage
+            .iter()
+            .map(usage_group)
+            .chain(tools.iter().map(tool_group))
+            .collect();
+        self.sessions.retain(|key, _| sessions.contains(key));
+        self.usage
+            .retain(|key, _| groups.contains(&usage_group(key)));
+        self.tools
+            .retain(|key, _| groups.contains(&tool_group(key)));
+        self.loaded_groups.retain(|group| groups.contains(group));
     }
 }
 

@@ -43,6 +43,17 @@ impl Running {
     }
 }
 
+/// The built-in price table, plus the rows of `prices_file` when one is configured.
+pub fn load_prices(prices_file: &str) -> anyhow::Result<tally_schema::pricing::PriceTable> {
+    let mut prices = tally_schema::pricing::PriceTable::built_in();
+    if !prices_file.is_empty() {
+        let text = std::fs::read_to_string(prices_file)
+            .map_err(|err| anyhow::anyhow!("cannot read prices_file {prices_file}: {err}"))?;
+        prices.add_csv(&text)?;
+    }
+    Ok(prices)
+}
+
 /// Applies migrations, creates the topic if asked, then starts folding and the health server.
 pub async fn start(config: config::AggregatorConfig) -> anyhow::Result<Running> {
     let applied = tally_runtime::migrate::run(&config.clickhouse).await?;
@@ -52,6 +63,7 @@ pub async fn start(config: config::AggregatorConfig) -> anyhow::Result<Running> 
     if config.create_topic {
         config.kafka.ensure_events_topic().await?;
     }
+    let prices = load_prices(&config.prices_file)?;
     let client = config.clickhouse.connect().await?;
     let metrics = Arc::new(metrics::Metrics::new());
     let listener = std::net::TcpListener::bind(&config.listen)
@@ -62,7 +74,7 @@ pub async fn start(config: config::AggregatorConfig) -> anyhow::Result<Running> 
     tokio::spawn(health);
 
     let (stop, shutdown) = watch::channel(false);
-    let aggregator = consumer::Aggregator::new(config, client, metrics.clone(), shutdown)?;
+    let aggregator = consumer::Aggregator::new(config, prices, client, metrics.clone(), shutdown)?;
     let task = tokio::spawn(aggregator.run());
     Ok(Running {
         addr,

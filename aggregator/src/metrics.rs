@@ -1,8 +1,8 @@
 //! The aggregator's Prometheus metrics, and its health state.
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry, TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    Opts, Registry, TextEncoder,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -14,6 +14,8 @@ pub struct Metrics {
     pub write_duration: HistogramVec,
     pub write_failures: IntCounterVec,
     pub assigned_partitions: IntGauge,
+    /// Events with usage whose model had no price (folded at zero cost, flagged on the rows).
+    pub unpriced: IntCounter,
     /// False while ClickHouse writes fail; `/readyz` answers 503 then.
     pub writing: AtomicBool,
 }
@@ -59,8 +61,14 @@ impl Metrics {
             "Partitions assigned to this replica.",
         )
         .expect("valid metric");
+        let unpriced = IntCounter::new(
+            "tally_aggregator_unpriced_events_total",
+            "Events with token usage whose model has no price at their time.",
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(records.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(unpriced.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(records.clone()),
             Box::new(rows_written.clone()),
             Box::new(write_duration.clone()),
             Box::new(write_failures.clone()),
@@ -77,6 +85,7 @@ impl Metrics {
             write_duration,
             write_failures,
             assigned_partitions,
+            unpriced,
             writing: AtomicBool::new(true),
         }
     }

@@ -1,9 +1,11 @@
 //! The aggregator's reads and writes in ClickHouse.
 
+use crate::fold::FoldOutput;
 use clickhouse::Row;
 use serde::Deserialize;
 use tally_schema::queries;
-use tally_schema::rows::{EventRow, SessionRow};
+use tally_schema::rollups::{Granularity, ToolRow, UsageRow};
+use tally_schema::rows::SessionRow;
 
 /// An id of the raw event store, to rebuild a partition's dedup window.
 #[derive(Debug, Row, Deserialize)]
@@ -23,14 +25,60 @@ impl Store {
         Self { client }
     }
 
-    /// Writes raw events, then session rows; each insert is one batch.
-    pub async fn write(
+    /// Writes a fold's rows, raw events first; each table's rows go in one insert.
+    pub async fn write(&self, out: &FoldOutput) -> Result<(), clickhouse::error::Error> {
+        insert_all(&self.client, "events", &out.events).await?;
+        insert_all(&self.client, "sessions", &out.sessions).await?;
+        insert_all(
+            &self.client,
+            Granularity::Hour.usage_table(),
+            &out.usage_hourly,
+        )
+        .await?;
+        insert_all(
+            &self.client,
+            Granularity::Day.usage_table(),
+            &out.usage_daily,
+        )
+        .await?;
+        insert_all(&self.client, "tool_usage_hourly", &out.tools).await
+    }
+
+    /// Every usage row one partition holds in one bucket.
+    pub async fn load_usage_group(
         &self,
-        events: &[EventRow],
-        sessions: &[SessionRow],
-    ) -> Result<(), clickhouse::error::Error> {
-        insert_all(&self.client, "events", events).await?;
-        insert_all(&self.client, "sessions", sessions).await
+        granularity: Granularity,
+        project_id: &str,
+        bucket: u32,
+        partition: i32,
+    ) -> Result<Vec<UsageRow>, clickhouse::error::Error> {
+        let query = match granularity {
+            Granularity::Hour => queries::USAGE_HOURLY_GROUP,
+            Granularity::Day => queries::USAGE_DAILY_GROUP,
+        };
+        self.client
+            .query(query.sql)
+            .bind(project_id)
+            .bind(bucket)
+            .bind(partition)
+            .fetch_all()
+            .await
+    }
+
+    /// Every tool row one partition holds in one hour.
+    pub async fn load_tool_group(
+        &self,
+        project_id: &str,
+        bucket: u32,
+        partition: i32,
+    ) -> Result<Vec<ToolRow>, clickhouse::error::Error> {
+        self.client
+            .query(queries::TOOL_USAGE_GROUP.sql)
+            .bind(project_id)
+            .bind(bucket)
+            .bind(partition)
+            .fetch_all()
+            .await
     }
 
     pub async fn load_sessions(

@@ -25,8 +25,12 @@ pub struct SessionSummary {
     pub tool_calls: u64,
     pub errors: u64,
     pub usage: Usage,
+    /// Cost by Tally's price table (the price in force at each event's time).
+    pub cost_usd: serde_json::Value,
     /// Sum of the `cost_usd` the SDK sent with the session's events.
     pub provided_cost_usd: serde_json::Value,
+    /// Events with usage whose model had no price; they count as zero in `cost_usd`.
+    pub unpriced_events: u64,
     pub models: Vec<String>,
     /// `ended` once a `session_end` arrived, else `active`.
     pub state: &'static str,
@@ -51,7 +55,9 @@ impl From<SessionRow> for SessionSummary {
                 cache_read_tokens: row.cache_read_tokens,
                 cache_write_tokens: row.cache_write_tokens,
             },
+            cost_usd: nanos_to_json(row.cost_nanos),
             provided_cost_usd: nanos_to_json(row.provided_cost_nanos),
+            unpriced_events: row.unpriced_events,
             state: if row.ended == 1 { "ended" } else { "active" },
             status: if row.errors > 0 { "error" } else { "ok" },
             models: row.models,

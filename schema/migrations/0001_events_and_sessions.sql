@@ -55,7 +55,11 @@ CREATE TABLE IF NOT EXISTS sessions (
     output_tokens UInt64,
     cache_read_tokens UInt64,
     cache_write_tokens UInt64,
+    -- Cost by Tally's price table (nano-USD), beside the cost the SDK provided, and how many
+    -- events had usage but no price (unknown model; counted at zero).
+    cost_nanos Int64,
     provided_cost_nanos Int64,
+    unpriced_events UInt64,
     models Array(String),
     ended UInt8,
     kafka_partition Int32,

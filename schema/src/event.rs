@@ -200,6 +200,13 @@ pub struct Event {
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
 
+impl Event {
+    /// An `error` event, or any event whose status is `error`.
+    pub fn is_failure(&self) -> bool {
+        self.event_type == EventType::Error || self.status == Some(Status::Error)
+    }
+}
+
 /// `cost_usd` as a JSON number on the wire, nano-USD in memory.
 mod usd {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -13,6 +13,7 @@ pub mod migrations;
 pub mod money;
 pub mod pricing;
 pub mod queries;
+pub mod rollups;
 pub mod rows;
 pub mod validate;
 

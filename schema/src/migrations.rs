@@ -43,11 +43,18 @@ pub fn split_statements(sql: &str) -> Vec<String> {
     out
 }
 
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "events_and_sessions",
-    sql: include_str!("../migrations/0001_events_and_sessions.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "events_and_sessions",
+        sql: include_str!("../migrations/0001_events_and_sessions.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "usage_rollups",
+        sql: include_str!("../migrations/0002_usage_rollups.sql"),
+    },
+];
 
 #[cfg(test)]
 mod tests {

@@ -151,6 +151,17 @@ impl EventRow {
     }
 }
 
+/// The computed cost of one event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Priced {
+    /// The event carries no token usage.
+    NoUsage,
+    /// Cost in nano-USD by the price in force at the event's time.
+    Cost(i64),
+    /// The event has usage but its model had no price then; it counts as zero and is flagged.
+    Unpriced,
+}
+
 /// One row of `sessions`: the rollup of one session, replaced by each newer fold.
 ///
 /// `ReplacingMergeTree(kafka_offset)` keeps the row with the highest offset, which is the
@@ -173,7 +184,12 @@ pub struct SessionRow {
     pub output_tokens: u64,
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
+    /// Cost by Tally's price table, in nano-USD.
+    pub cost_nanos: i64,
+    /// Cost the SDK reported, in nano-USD.
     pub provided_cost_nanos: i64,
+    /// Events with usage whose model had no price at their time (priced at zero).
+    pub unpriced_events: u64,
     pub models: Vec<String>,
     pub ended: u8,
     pub kafka_partition: i32,
@@ -199,7 +215,9 @@ impl SessionRow {
             output_tokens: 0,
             cache_read_tokens: 0,
             cache_write_tokens: 0,
+            cost_nanos: 0,
             provided_cost_nanos: 0,
+            unpriced_events: 0,
             models: Vec::new(),
             ended: 0,
             kafka_partition,
@@ -212,8 +230,9 @@ impl SessionRow {
         self.event_count > 0 && self.kafka_partition == partition && offset <= self.kafka_offset
     }
 
-    /// Folds one event (the Kafka record at `partition`/`offset`) into the rollup.
-    pub fn fold(&mut self, event: &Event, partition: i32, offset: u64) {
+    /// Folds one event (the Kafka record at `partition`/`offset`) into the rollup, with its
+    /// computed cost (`Priced::Unpriced` when its model has no price).
+    pub fn fold(&mut self, event: &Event, cost: Priced, partition: i32, offset: u64) {
         if self.account_id.is_empty() {
             self.account_id = event.account_id.clone();
         }
@@ -237,7 +256,7 @@ impl SessionRow {
             EventType::SessionEnd => self.ended = 1,
             _ => {}
         }
-        if event.event_type == EventType::Error || event.status == Some(Status::Error) {
+        if event.is_failure() {
             self.errors += 1;
         }
         self.input_tokens += event.usage.input_tokens;
@@ -245,6 +264,11 @@ impl SessionRow {
         self.cache_read_tokens += event.usage.cache_read_tokens;
         self.cache_write_tokens += event.usage.cache_write_tokens;
         self.provided_cost_nanos += event.provided_cost_nanos.unwrap_or(0);
+        match cost {
+            Priced::Cost(nanos) => self.cost_nanos += nanos,
+            Priced::Unpriced => self.unpriced_events += 1,
+            Priced::NoUsage => {}
+        }
         if let Some(model) = &event.model {
             if let Err(i) = self.models.binary_search(model) {
                 self.models.insert(i, model.clone());

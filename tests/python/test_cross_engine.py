@@ -83,7 +83,7 @@ class Chdb:
 
     def __init__(self):
         self.session = chdb.session.Session()
-        self.database = "tally_xengine"
+        self.database = "tally_xengine_" + uuid.uuid4().hex
         self.session.query(f"CREATE DATABASE IF NOT EXISTS {self.database}")
         self.session.query(f"USE {self.database}")
 
@@ -131,19 +131,50 @@ def event(project, session, event_id, kind, ts_ms, offset, tokens=0, received=1_
 SESSION_COLUMNS = (
     "project_id, session_id, account_id, first_ts_ms, last_ts_ms, event_count, event_types, "
     "event_type_counts, llm_calls, tool_calls, errors, input_tokens, output_tokens, cache_read_tokens, "
-    "cache_write_tokens, provided_cost_nanos, models, ended, kafka_partition, kafka_offset"
+    "cache_write_tokens, cost_nanos, provided_cost_nanos, unpriced_events, models, ended, "
+    "kafka_partition, kafka_offset"
 )
 
 
 def session(project, session_id, count, offset):
     values = [
         project, session_id, "acct-1", 1_763_800_000_000, 1_763_800_005_000, count, ["llm_request"],
-        [count], count, 0, 0, 10 * count, 5 * count, 0, 0, 7 * count, ["gpt-4o"], 0, 0, offset,
+        [count], count, 0, 0, 10 * count, 5 * count, 0, 0, 9 * count, 7 * count, 0, ["gpt-4o"], 0,
+        0, offset,
     ]
     return f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ({','.join(literal(v) for v in values)})"
 
 
+USAGE_COLUMNS = (
+    "project_id, bucket, account_id, model, operation, kafka_partition, events, llm_requests, "
+    "llm_responses, errors, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, "
+    "cost_nanos, provided_cost_nanos, unpriced_events, duration_count, duration_sum_ms, "
+    "duration_hist, ttft_count, ttft_sum_ms, ttft_hist, kafka_offset"
+)
+
+
+def usage(table, bucket, account, partition, events, offset):
+    hist = [0] * 98
+    hist[33] = events
+    values = [
+        "a", bucket, account, "gpt-4o", "chat", partition, events, events, events, 0, 100 * events,
+        10 * events, 0, 0, 350 * events, 0, 0, events, 120 * events, hist, 0, 0, [], offset,
+    ]
+    return f"INSERT INTO {table} ({USAGE_COLUMNS}) VALUES ({','.join(literal(v) for v in values)})"
+
+
+def tool(bucket, name, partition, calls, offset):
+    values = ["a", bucket, name, partition, 2 * calls, calls, calls, 0, calls, 40 * calls, [calls], offset]
+    columns = (
+        "project_id, bucket, tool_name, kafka_partition, events, calls, results, errors, "
+        "duration_count, duration_sum_ms, duration_hist, kafka_offset"
+    )
+    return f"INSERT INTO tool_usage_hourly ({columns}) VALUES ({','.join(literal(v) for v in values)})"
+
+
 T0 = 1_763_800_000_000
+HOUR = 1_763_798_400
+DAY = 1_763_769_600
 FIXTURES = [
     event("a", "s1", "e-3", "llm_response", T0 + 2000, 3, tokens=40),
     event("a", "s1", "e-1", "session_start", T0, 1),
@@ -158,6 +189,15 @@ FIXTURES = [
     session("a", "s1", 4, 9),
     session("a", "s2", 1, 5),
     session("b", "s1", 1, 4),
+    # Partition 0's row of an hour, written twice (the later fold wins), and partition 1's.
+    usage("usage_hourly", HOUR, "acct-1", 0, 3, 10),
+    usage("usage_hourly", HOUR, "acct-1", 0, 5, 14),
+    usage("usage_hourly", HOUR, "acct-2", 0, 1, 14),
+    usage("usage_hourly", HOUR, "acct-1", 1, 2, 7),
+    usage("usage_daily", DAY, "acct-1", 0, 5, 14),
+    tool(HOUR, "search", 0, 1, 3),
+    tool(HOUR, "search", 0, 4, 9),
+    tool(HOUR, "search", 1, 2, 2),
 ]
 
 # Each query file: its binds, and the rows (TabSeparated) both engines must return.
@@ -166,6 +206,9 @@ EXPECTED = {
     "session_rollup": (["a", "s1"], ["s1 4 9"]),
     "sessions_by_id": (["a", ["s1", "s2", "missing"]], ["s1 4 9", "s2 1 5"]),
     "known_events": ([0, T0 - 1000], ["a e-1 1", "a e-2a 0", "a e-2b 2", "a e-3 3", "b e-9 4"]),
+    "usage_hourly_group": (["a", HOUR, 0], ["acct-1 5 14", "acct-2 1 14"]),
+    "usage_daily_group": (["a", DAY, 0], ["acct-1 5 14"]),
+    "tool_usage_group": (["a", HOUR, 0], ["search 4 9"]),
 }
 
 
@@ -175,9 +218,13 @@ def summarize(name, output):
     if name == "session_timeline":
         return [r[2] for r in rows]
     if name in ("session_rollup", "sessions_by_id"):
-        return sorted(f"{r[1]} {r[5]} {r[19]}" for r in rows)
+        return sorted(f"{r[1]} {r[5]} {r[21]}" for r in rows)
     if name == "known_events":
         return sorted(f"{r[0]} {r[1]} {r[2]}" for r in rows)
+    if name in ("usage_hourly_group", "usage_daily_group"):
+        return sorted(f"{r[2]} {r[6]} {r[23]}" for r in rows)
+    if name == "tool_usage_group":
+        return sorted(f"{r[2]} {r[5]} {r[11]}" for r in rows)
     raise AssertionError(f"no summary for {name}")
 
 

@@ -4,6 +4,8 @@ use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
+use tally_schema::event::Event;
+use tally_schema::pricing::PriceTable;
 use tally_tests::workload::{batch_body, Workload};
 use tally_tests::TestEnv;
 
@@ -38,7 +40,16 @@ fn expected_rollup(events: &[Value]) -> Value {
     let mut counts: BTreeMap<String, u64> = BTreeMap::new();
     let mut models = BTreeSet::new();
     let mut cost_nanos: u64 = 0;
+    let mut computed_nanos: i64 = 0;
+    let prices = PriceTable::built_in();
     for e in events {
+        let event: Event = serde_json::from_value(e.clone()).expect("a valid event");
+        if !event.usage.is_zero() {
+            let model = event.model.as_deref().expect("usage comes with a model");
+            computed_nanos += prices
+                .cost_nanos(model, event.timestamp, &event.usage)
+                .expect("a priced model");
+        }
         *counts
             .entry(e["type"].as_str().expect("type").to_owned())
             .or_default() += 1;
@@ -78,6 +89,8 @@ fn expected_rollup(events: &[Value]) -> Value {
             "cache_write_tokens": sum("cache_write_tokens"),
         },
         "provided_cost_nanos": cost_nanos,
+        "computed_cost_nanos": computed_nanos,
+        "unpriced_events": 0,
         "models": models,
         "state": if count("session_end") > 0 { "ended" } else { "active" },
         "status": if errors > 0 { "error" } else { "ok" },
@@ -95,6 +108,14 @@ fn comparable(summary: &Value) -> Value {
     object.insert(
         "provided_cost_nanos".into(),
         json!((cost * 1e9).round() as u64),
+    );
+    let computed = object
+        .remove("cost_usd")
+        .and_then(|c| c.as_f64())
+        .expect("cost");
+    object.insert(
+        "computed_cost_nanos".into(),
+        json!((computed * 1e9).round() as i64),
     );
     object.remove("duration_ms");
     out

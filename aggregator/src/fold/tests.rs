@@ -1,11 +1,12 @@
 use super::*;
 use tally_schema::event::{Event, EventType, Timestamp, Usage};
+use tally_schema::pricing::PriceTable;
 
 fn event(id: u128, session: &str, event_type: EventType, input: u64) -> Event {
     Event {
         event_id: uuid::Uuid::from_u128(id).to_string(),
         event_type,
-        timestamp: Timestamp(1_700_000_000_000 + id as i64),
+        timestamp: Timestamp(1_790_000_000_000 + id as i64),
         session_id: session.into(),
         account_id: "acct".into(),
         trace_id: None,
@@ -39,11 +40,28 @@ fn record(offset: u64, event: Event) -> Record {
     }
 }
 
-fn folder_with_loaded(records: &[Record]) -> Folder {
-    let mut folder = Folder::new(DedupConfig::default(), 1000);
-    for (project, sessions) in folder.sessions_to_load(records) {
-        folder.add_loaded(&project, &sessions, Vec::new());
+fn load_nothing(folder: &mut Folder, records: &[Record]) {
+    let plan = folder.plan(records);
+    for (project, sessions) in plan.sessions {
+        folder.add_sessions(&project, &sessions, Vec::new());
     }
+    for group in plan.groups {
+        match group.table {
+            GroupTable::Usage(granularity) => {
+                folder.add_usage_group(group, granularity, Vec::new())
+            }
+            GroupTable::Tools => folder.add_tool_group(group, Vec::new()),
+        }
+    }
+}
+
+fn new_folder() -> Folder {
+    Folder::new(DedupConfig::default(), PriceTable::built_in(), 1000)
+}
+
+fn folder_with_loaded(records: &[Record]) -> Folder {
+    let mut folder = new_folder();
+    load_nothing(&mut folder, records);
     folder
 }
 
@@ -70,6 +88,69 @@ fn folds_counts_tokens_and_types() {
     assert_eq!(s1.provided_cost_nanos, 15);
     assert_eq!(s1.kafka_offset, 3);
     assert_eq!(s1.counts_by_type().get("error"), Some(&1));
+    // gpt-4o: (100 input × 2.50 + 3 output × 10.00) USD per million tokens = 280,000 nano-USD.
+    assert_eq!(s1.cost_nanos, 280_000);
+    let hourly_tokens: u64 = out.usage_hourly.iter().map(|r| r.input_tokens).sum();
+    let daily_tokens: u64 = out.usage_daily.iter().map(|r| r.input_tokens).sum();
+    assert_eq!((hourly_tokens, daily_tokens), (107, 107));
+}
+
+#[test]
+fn unknown_models_cost_zero_and_are_flagged() {
+    let mut e = event(1, "s", EventType::LlmResponse, 10);
+    e.model = Some("house-model-7b".into());
+    let records = vec![record(0, e)];
+    let mut folder = folder_with_loaded(&records);
+    let out = folder.fold(&records);
+    assert_eq!(out.unpriced, 1);
+    assert_eq!(
+        (out.sessions[0].cost_nanos, out.sessions[0].unpriced_events),
+        (0, 1)
+    );
+    assert_eq!(out.usage_hourly[0].unpriced_events, 1);
+}
+
+#[test]
+fn tool_events_fold_into_tool_rows() {
+    let mut call = event(1, "s", EventType::ToolCall, 0);
+    call.tool = Some(tally_schema::event::Tool {
+        name: "search".into(),
+        call_id: None,
+    });
+    let mut result = event(2, "s", EventType::ToolResult, 0);
+    result.tool = call.tool.clone();
+    result.duration_ms = Some(120);
+    result.status = Some(tally_schema::event::Status::Error);
+    let records = vec![record(0, call), record(1, result)];
+    let mut folder = folder_with_loaded(&records);
+    let out = folder.fold(&records);
+    let tool = &out.tools[0];
+    assert_eq!(
+        (tool.calls, tool.results, tool.errors, tool.duration_sum_ms),
+        (1, 1, 1, 120)
+    );
+}
+
+#[test]
+fn a_partial_write_is_completed_without_double_counting() {
+    // The session row reached ClickHouse, the usage rows did not: replaying the same
+    // records adds them to usage only.
+    let records: Vec<Record> = (0..3)
+        .map(|i| record(i, event(u128::from(i) + 1, "s", EventType::LlmRequest, 10)))
+        .collect();
+    let mut first = folder_with_loaded(&records);
+    let written = first.fold(&records);
+    let mut restarted = new_folder();
+    restarted.add_sessions("proj", &["s".into()], written.sessions.clone());
+    load_nothing(&mut restarted, &records);
+    let replay = restarted.fold(&records);
+    assert!(replay.sessions.is_empty());
+    assert_eq!(replay.usage_hourly, written.usage_hourly);
+    assert_eq!(
+        replay.events.len(),
+        3,
+        "raw rows are rewritten and collapse by event_id"
+    );
 }
 
 #[test]
@@ -81,9 +162,20 @@ fn a_redelivered_batch_changes_nothing() {
     let first = folder.fold(&records);
     let state = first.sessions[0].clone();
 
-    // A restarted aggregator reloads the row and sees the same records again.
-    let mut restarted = Folder::new(DedupConfig::default(), 1000);
-    restarted.add_loaded("proj", &["s".into()], vec![state.clone()]);
+    // A restarted aggregator reloads the rows and sees the same records again.
+    let mut restarted = new_folder();
+    restarted.add_sessions("proj", &["s".into()], vec![state.clone()]);
+    for group in restarted.plan(&records).groups {
+        let GroupTable::Usage(granularity) = group.table else {
+            continue;
+        };
+        let rows = if granularity == Granularity::Hour {
+            first.usage_hourly.clone()
+        } else {
+            first.usage_daily.clone()
+        };
+        restarted.add_usage_group(group, granularity, rows);
+    }
     let again = restarted.fold(&records);
     assert!(again.events.is_empty());
     assert_eq!(again.redeliveries_skipped, 5);
