@@ -3,6 +3,8 @@
 //! each test with its own Kafka topic and ClickHouse database.
 
 pub mod env;
+pub mod processes;
+pub mod replay;
 pub mod workload;
 
 pub use env::TestEnv;

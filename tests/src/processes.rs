@@ -1,0 +1,284 @@
+//! Real `tally-aggregator` processes for the crash and rebalance tests, and the checks of
+//! their totals against a [`crate::replay::GroundTruth`].
+
+use crate::env::{clickhouse_url, kafka_brokers};
+use crate::replay::{GroundTruth, Totals};
+use clickhouse::Row;
+use rdkafka::admin::{AdminClient, AdminOptions};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tally_runtime::clickhouse::ClickHouseConfig;
+use tally_runtime::kafka::KafkaConfig;
+use tally_schema::envelope::Envelope;
+
+/// The `tally-aggregator` binary built beside this test.
+pub fn aggregator_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable");
+    // target/<profile>/deps/<test> → target/<profile>/tally-aggregator
+    let path = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target dir")
+        .join("tally-aggregator");
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace` first (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// A topic and a database of one test, and the settings aggregator processes get.
+pub struct FoldStage {
+    pub name: String,
+    pub kafka: KafkaConfig,
+    pub clickhouse: ClickHouseConfig,
+    pub log_dir: PathBuf,
+}
+
+impl FoldStage {
+    pub async fn new(partitions: i32) -> Self {
+        let name = uuid::Uuid::new_v4().simple().to_string();
+        let kafka = KafkaConfig {
+            brokers: kafka_brokers(),
+            events_topic: format!("tally.test.{name}"),
+            events_partitions: partitions,
+            replication_factor: 1,
+        };
+        let clickhouse = ClickHouseConfig {
+            url: clickhouse_url(),
+            database: format!("tally_test_{name}"),
+            ..ClickHouseConfig::default()
+        };
+        kafka.ensure_events_topic().await.expect("topic");
+        tally_runtime::migrate::run(&clickhouse)
+            .await
+            .expect("migrations");
+        let log_dir = std::env::temp_dir().join(format!("tally-fold-{name}"));
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        Self {
+            name,
+            kafka,
+            clickhouse,
+            log_dir,
+        }
+    }
+
+    /// Starts an aggregator process; `instance` names its static membership (or `None`).
+    pub fn spawn(&self, label: &str, instance: Option<&str>) -> Child {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_dir.join(format!("{label}.log")))
+            .expect("log file");
+        let mut command = Command::new(aggregator_binary());
+        command
+            .env("TALLY_LISTEN", "127.0.0.1:0")
+            .env("TALLY_GROUP_ID", format!("tally-test-{}", self.name))
+            .env("TALLY_INSTANCE_ID", instance.unwrap_or(""))
+            .env("TALLY_SESSION_TIMEOUT_MS", "6000")
+            .env("TALLY_BATCH_MAX_EVENTS", "250")
+            .env("TALLY_BATCH_MAX_WAIT_MS", "50")
+            .env("TALLY_MAX_RETRY_BACKOFF_MS", "500")
+            .env("TALLY_KAFKA__BROKERS", &self.kafka.brokers)
+            .env("TALLY_KAFKA__EVENTS_TOPIC", &self.kafka.events_topic)
+            .env("TALLY_CLICKHOUSE__URL", &self.clickhouse.url)
+            .env("TALLY_CLICKHOUSE__DATABASE", &self.clickhouse.database)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log);
+        command.spawn().expect("aggregator starts")
+    }
+
+    /// Publishes envelopes as ingest would (key `project:session`, acks=all), in chunks,
+    /// pausing `pause` between chunks so folding and killing overlap with production.
+    pub async fn produce(&self, records: &[Envelope], chunk: usize, pause: Duration) {
+        let producer: FutureProducer = self
+            .kafka
+            .client_config()
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .create()
+            .expect("producer");
+        for part in records.chunks(chunk) {
+            let encoded: Vec<(String, Vec<u8>)> =
+                part.iter().map(|e| (e.key(), e.encode())).collect();
+            let deliveries: Vec<_> = encoded
+                .iter()
+                .map(|(key, payload)| {
+                    let record = FutureRecord::to(&self.kafka.events_topic)
+                        .key(key)
+                        .payload(payload);
+                    producer
+                        .send_result(record)
+                        .map_err(|(err, _)| err)
+                        .expect("the producer queue has room")
+                })
+                .collect();
+            for delivery in futures::future::join_all(deliveries).await {
+                delivery
+                    .expect("delivered")
+                    .map_err(|(err, _)| err)
+                    .expect("Kafka acknowledges");
+            }
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// Waits until the rollups equal `truth` (or `timeout` passes) and returns the last reading.
+    pub async fn wait_for(
+        &self,
+        project_id: &str,
+        truth: &GroundTruth,
+        timeout: Duration,
+    ) -> GroundTruth {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let reading = self.read(project_id, "usage_hourly").await;
+            if &reading == truth || Instant::now() > deadline {
+                return reading;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    /// What the tables hold, in the shape of the ground truth; `usage_table` picks the rollup.
+    pub async fn read(&self, project_id: &str, usage_table: &str) -> GroundTruth {
+        #[derive(Debug, Row, Deserialize)]
+        struct UsageTotals {
+            account_id: String,
+            model: String,
+            events: u64,
+            input_tokens: u64,
+            output_tokens: u64,
+            cache_read_tokens: u64,
+            cache_write_tokens: u64,
+            cost_nanos: i64,
+            provided_cost_nanos: i64,
+        }
+        let client = self.clickhouse.client();
+        let sql = format!(
+            "SELECT account_id, model, sum(events) AS events, sum(input_tokens) AS input_tokens, \
+             sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens, \
+             sum(cache_write_tokens) AS cache_write_tokens, sum(cost_nanos) AS cost_nanos, \
+             sum(provided_cost_nanos) AS provided_cost_nanos \
+             FROM {usage_table} FINAL WHERE project_id = ? GROUP BY account_id, model"
+        );
+        let rows: Vec<UsageTotals> = client
+            .query(&sql)
+            .bind(project_id)
+            .fetch_all()
+            .await
+            .unwrap_or_default();
+        let by_account_model: BTreeMap<(String, String), Totals> = rows
+            .into_iter()
+            .map(|r| {
+                let totals = Totals {
+                    events: r.events,
+                    input_tokens: r.input_tokens,
+                    output_tokens: r.output_tokens,
+                    cache_read_tokens: r.cache_read_tokens,
+                    cache_write_tokens: r.cache_write_tokens,
+                    cost_nanos: r.cost_nanos,
+                    provided_cost_nanos: r.provided_cost_nanos,
+                };
+                ((r.account_id, r.model), totals)
+            })
+            .collect();
+        let count = |sql: &'static str| {
+            let client = client.clone();
+            async move {
+                client
+                    .query(sql)
+                    .bind(project_id)
+                    .fetch_one::<u64>()
+                    .await
+                    .unwrap_or(0)
+            }
+        };
+        GroundTruth {
+            by_account_model,
+            unique_events: count("SELECT count() FROM events FINAL WHERE project_id = ?").await,
+            sessions: count("SELECT count() FROM sessions FINAL WHERE project_id = ?").await,
+            tool_calls: count(
+                "SELECT sum(calls) FROM tool_usage_hourly FINAL WHERE project_id = ?",
+            )
+            .await,
+            tool_results: count(
+                "SELECT sum(results) FROM tool_usage_hourly FINAL WHERE project_id = ?",
+            )
+            .await,
+        }
+    }
+
+    /// Sum of every session's event count and input tokens.
+    pub async fn session_sums(&self, project_id: &str) -> (u64, u64) {
+        #[derive(Row, Deserialize)]
+        struct Sums {
+            events: u64,
+            input_tokens: u64,
+        }
+        let sums: Sums = self
+            .clickhouse
+            .client()
+            .query("SELECT sum(event_count) AS events, sum(input_tokens) AS input_tokens FROM sessions FINAL WHERE project_id = ?")
+            .bind(project_id)
+            .fetch_one()
+            .await
+            .expect("session sums");
+        (sums.events, sums.input_tokens)
+    }
+
+    /// The last lines of every process log, for a failure message.
+    pub fn logs(&self) -> String {
+        let mut out = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.log_dir) {
+            for entry in entries.flatten() {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(15).collect();
+                out.push_str(&format!("--- {}\n", entry.path().display()));
+                for line in tail.into_iter().rev() {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
+    /// Deletes the topic and the database.
+    pub async fn remove(self) {
+        if let Ok(admin) = self
+            .kafka
+            .client_config()
+            .create::<AdminClient<DefaultClientContext>>()
+        {
+            let _ = admin
+                .delete_topics(&[&self.kafka.events_topic], &AdminOptions::new())
+                .await;
+        }
+        let _ = self
+            .clickhouse
+            .server_client()
+            .query(&format!(
+                "DROP DATABASE IF EXISTS {}",
+                self.clickhouse.database
+            ))
+            .execute()
+            .await;
+        let _ = std::fs::remove_dir_all(&self.log_dir);
+    }
+}
+
+/// Stops a process with SIGTERM and waits for it.
+pub fn terminate(child: &mut Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
