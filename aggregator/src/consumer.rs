@@ -2,6 +2,7 @@
 //! commit its offsets. A crash anywhere in between replays records the fold then skips.
 
 use crate::config::AggregatorConfig;
+use crate::dead_letter::DeadLetters;
 use crate::fold::{Folder, GroupTable, Record};
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -14,7 +15,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tally_schema::envelope::Envelope;
+use tally_schema::envelope::{Envelope, ENVELOPE_VERSION};
 use tally_schema::pricing::PriceTable;
 use tokio::sync::watch;
 
@@ -63,6 +64,7 @@ pub struct Aggregator {
     config: AggregatorConfig,
     consumer: StreamConsumer<RebalanceLog>,
     store: Store,
+    dead_letters: DeadLetters,
     folder: Folder,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
@@ -90,11 +92,13 @@ impl Aggregator {
             .set("heartbeat.interval.ms", "1000")
             .create_with_context(RebalanceLog::default())?;
         consumer.subscribe(&[&config.kafka.events_topic])?;
+        let dead_letters = DeadLetters::new(&config.kafka)?;
         Ok(Self {
             folder: Folder::new(config.dedup.clone(), prices, config.max_cached_rows),
             config,
             consumer,
             store: Store::new(client),
+            dead_letters,
             metrics,
             shutdown,
         })
@@ -194,33 +198,34 @@ impl Aggregator {
     async fn process(&mut self, messages: Vec<OwnedMessage>) -> anyhow::Result<()> {
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut records = Vec::with_capacity(messages.len());
+        let mut poison = Vec::new();
         for message in &messages {
             next_offsets.insert(message.partition(), message.offset() + 1);
-            match message.payload().map(Envelope::decode) {
-                Some(Ok(envelope)) => records.push(Record {
+            match decode(message) {
+                Ok(envelope) => records.push(Record {
                     partition: message.partition(),
                     offset: u64::try_from(message.offset()).unwrap_or(0),
                     envelope,
                 }),
-                Some(Err(err)) => {
-                    self.metrics
-                        .records
-                        .with_label_values(&["undecodable"])
-                        .inc();
-                    tracing::error!(partition = message.partition(), offset = message.offset(), %err, "skipping undecodable record");
-                }
-                None => {
-                    self.metrics
-                        .records
-                        .with_label_values(&["undecodable"])
-                        .inc();
-                    tracing::error!(
-                        partition = message.partition(),
-                        offset = message.offset(),
-                        "skipping record without payload"
-                    );
-                }
+                Err(reason) => poison.push((message, reason)),
             }
+        }
+        // Poison goes to the dead-letter topic before the batch's offsets can be committed.
+        for (message, reason) in poison {
+            tracing::error!(partition = message.partition(), offset = message.offset(), %reason, "dead-lettering a record");
+            let mut backoff = Duration::from_millis(100);
+            while let Err(err) = self.dead_letters.send(message, &reason).await {
+                tracing::warn!(%err, "dead-letter topic unavailable; retrying");
+                if self.stopping() {
+                    anyhow::bail!("{err}");
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            self.metrics
+                .records
+                .with_label_values(&["dead_lettered"])
+                .inc();
         }
 
         self.load(&records).await?;
@@ -348,6 +353,26 @@ impl Aggregator {
                 }
             }
         }
+    }
+}
+
+/// The envelope of a record, or why it cannot be folded.
+fn decode(message: &OwnedMessage) -> Result<Envelope, String> {
+    let payload = message.payload().ok_or("record has no payload")?;
+    #[derive(serde::Deserialize)]
+    struct Version {
+        v: u32,
+    }
+    match Envelope::decode(payload) {
+        Ok(envelope) if envelope.v == ENVELOPE_VERSION => Ok(envelope),
+        Ok(envelope) => Err(format!("unknown envelope version {}", envelope.v)),
+        // A newer layout may not decode at all: say so rather than "undecodable".
+        Err(err) => match serde_json::from_slice::<Version>(payload) {
+            Ok(Version { v }) if v != ENVELOPE_VERSION => {
+                Err(format!("unknown envelope version {v}"))
+            }
+            _ => Err(format!("undecodable envelope: {err}")),
+        },
     }
 }
 

@@ -6,6 +6,7 @@
 
 pub mod config;
 pub mod consumer;
+pub mod dead_letter;
 pub mod dedup;
 pub mod fold;
 pub mod health;
@@ -61,7 +62,7 @@ pub async fn start(config: config::AggregatorConfig) -> anyhow::Result<Running> 
         tracing::info!(?applied, "migrations applied");
     }
     if config.create_topic {
-        config.kafka.ensure_events_topic().await?;
+        config.kafka.ensure_topics().await?;
     }
     let prices = load_prices(&config.prices_file)?;
     let client = config.clickhouse.connect().await?;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 pub struct Metrics {
     registry: Registry,
-    /// Records by outcome: folded, resend (skipped), redelivery (skipped), undecodable.
+    /// Records by outcome: folded, resend (skipped), redelivery (skipped), dead_lettered.
     pub records: IntCounterVec,
     pub rows_written: IntCounterVec,
     pub write_duration: HistogramVec,

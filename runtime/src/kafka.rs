@@ -15,6 +15,8 @@ pub struct KafkaConfig {
     pub brokers: String,
     /// The event topic.
     pub events_topic: String,
+    /// Where the aggregator puts records it cannot fold, with the reason in a header.
+    pub dead_letter_topic: String,
     /// Partitions of the event topic when Tally creates it.
     pub events_partitions: i32,
     /// Replication factor of the event topic when Tally creates it.
@@ -26,6 +28,7 @@ impl Default for KafkaConfig {
         Self {
             brokers: "127.0.0.1:9092".into(),
             events_topic: "tally.events.v1".into(),
+            dead_letter_topic: "tally.events.dlq.v1".into(),
             events_partitions: 6,
             replication_factor: 1,
         }
@@ -43,16 +46,16 @@ impl KafkaConfig {
         config
     }
 
-    /// Creates the event topic unless it exists.
-    pub async fn ensure_events_topic(&self) -> anyhow::Result<()> {
+    /// Creates the event and dead-letter topics unless they exist.
+    pub async fn ensure_topics(&self) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
-        let topic = NewTopic::new(
-            &self.events_topic,
-            self.events_partitions,
-            TopicReplication::Fixed(self.replication_factor),
-        );
+        let replication = || TopicReplication::Fixed(self.replication_factor);
+        let topics = [
+            NewTopic::new(&self.events_topic, self.events_partitions, replication()),
+            NewTopic::new(&self.dead_letter_topic, 1, replication()),
+        ];
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
-        let results = admin.create_topics([&topic], &options).await?;
+        let results = admin.create_topics(&topics, &options).await?;
         for result in results {
             match result {
                 Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}

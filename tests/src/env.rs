@@ -70,6 +70,7 @@ impl TestEnv {
         let kafka = KafkaConfig {
             brokers: options.brokers.clone().unwrap_or_else(kafka_brokers),
             events_topic: format!("tally.test.{name}"),
+            dead_letter_topic: format!("tally.test.{name}.dlq"),
             events_partitions: 3,
             replication_factor: 1,
         };
@@ -125,7 +126,7 @@ impl TestEnv {
             tally_runtime::migrate::run(&clickhouse)
                 .await
                 .expect("migrations apply");
-            kafka.ensure_events_topic().await.expect("topic is created");
+            kafka.ensure_topics().await.expect("topic is created");
             (None, String::new())
         } else {
             let running = tally_aggregator::start(aggregator_config)
@@ -226,7 +227,7 @@ impl TestEnv {
         self.clickhouse.client()
     }
 
-    /// Stops the services, then deletes the topic and drops the database.
+    /// Stops the services, then deletes the topics and drops the database.
     pub async fn finish(mut self) {
         if let Some(ingest) = self.ingest.take() {
             ingest.handle.stop(true).await;
@@ -234,23 +235,47 @@ impl TestEnv {
         if let Some(aggregator) = self.aggregator.take() {
             aggregator.stop().await.expect("aggregator stops cleanly");
         }
-        if let Ok(admin) = self
-            .kafka
-            .client_config()
-            .create::<AdminClient<DefaultClientContext>>()
-        {
-            let _ = admin
-                .delete_topics(&[&self.kafka.events_topic], &AdminOptions::new())
-                .await;
+        remove_topics_and_database(&self.kafka, &self.clickhouse).await;
+    }
+}
+
+/// Deletes a test's topics and drops its database.
+pub async fn remove_topics_and_database(kafka: &KafkaConfig, clickhouse: &ClickHouseConfig) {
+    if let Ok(admin) = kafka
+        .client_config()
+        .create::<AdminClient<DefaultClientContext>>()
+    {
+        let topics = [
+            kafka.events_topic.as_str(),
+            kafka.dead_letter_topic.as_str(),
+        ];
+        let _ = admin.delete_topics(&topics, &AdminOptions::new()).await;
+    }
+    let _ = clickhouse
+        .server_client()
+        .query(&format!("DROP DATABASE IF EXISTS {}", clickhouse.database))
+        .execute()
+        .await;
+}
+
+impl Drop for TestEnv {
+    /// A test that failed before `finish` still leaves no topic or database behind.
+    fn drop(&mut self) {
+        if self.ingest.is_none() && self.aggregator.is_none() {
+            return;
         }
-        let _ = self
-            .clickhouse
-            .server_client()
-            .query(&format!(
-                "DROP DATABASE IF EXISTS {}",
-                self.clickhouse.database
-            ))
-            .execute()
-            .await;
+        if let Some(ingest) = self.ingest.take() {
+            drop(ingest.handle.stop(false));
+        }
+        let (kafka, clickhouse) = (self.kafka.clone(), self.clickhouse.clone());
+        let cleanup = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                runtime.block_on(remove_topics_and_database(&kafka, &clickhouse));
+            }
+        });
+        let _ = cleanup.join();
     }
 }

@@ -4,8 +4,6 @@
 use crate::env::{clickhouse_url, kafka_brokers};
 use crate::replay::{GroundTruth, Totals};
 use clickhouse::Row;
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -47,6 +45,7 @@ impl FoldStage {
         let kafka = KafkaConfig {
             brokers: kafka_brokers(),
             events_topic: format!("tally.test.{name}"),
+            dead_letter_topic: format!("tally.test.{name}.dlq"),
             events_partitions: partitions,
             replication_factor: 1,
         };
@@ -55,7 +54,7 @@ impl FoldStage {
             database: format!("tally_test_{name}"),
             ..ClickHouseConfig::default()
         };
-        kafka.ensure_events_topic().await.expect("topic");
+        kafka.ensure_topics().await.expect("topic");
         tally_runtime::migrate::run(&clickhouse)
             .await
             .expect("migrations");
@@ -87,6 +86,10 @@ impl FoldStage {
             .env("TALLY_MAX_RETRY_BACKOFF_MS", "500")
             .env("TALLY_KAFKA__BROKERS", &self.kafka.brokers)
             .env("TALLY_KAFKA__EVENTS_TOPIC", &self.kafka.events_topic)
+            .env(
+                "TALLY_KAFKA__DEAD_LETTER_TOPIC",
+                &self.kafka.dead_letter_topic,
+            )
             .env("TALLY_CLICKHOUSE__URL", &self.clickhouse.url)
             .env("TALLY_CLICKHOUSE__DATABASE", &self.clickhouse.database)
             .env("RUST_LOG", "warn")
@@ -251,26 +254,9 @@ impl FoldStage {
         out
     }
 
-    /// Deletes the topic and the database.
+    /// Deletes the topics and the database.
     pub async fn remove(self) {
-        if let Ok(admin) = self
-            .kafka
-            .client_config()
-            .create::<AdminClient<DefaultClientContext>>()
-        {
-            let _ = admin
-                .delete_topics(&[&self.kafka.events_topic], &AdminOptions::new())
-                .await;
-        }
-        let _ = self
-            .clickhouse
-            .server_client()
-            .query(&format!(
-                "DROP DATABASE IF EXISTS {}",
-                self.clickhouse.database
-            ))
-            .execute()
-            .await;
+        crate::env::remove_topics_and_database(&self.kafka, &self.clickhouse).await;
         let _ = std::fs::remove_dir_all(&self.log_dir);
     }
 }

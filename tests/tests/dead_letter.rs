@@ -1,0 +1,99 @@
+//! A record the aggregator cannot fold goes to the dead-letter topic with its reason, and the
+//! records around it are folded as usual.
+
+use chrono::{Duration as ChronoDuration, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use std::time::{Duration, Instant};
+use tally_tests::workload::{batch_body, Workload};
+use tally_tests::TestEnv;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn poison_is_dead_lettered_and_folding_goes_on() {
+    let env = TestEnv::start().await;
+    let producer: FutureProducer = env
+        .kafka
+        .client_config()
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    for (key, payload) in [
+        ("a:poison", "not an envelope".as_bytes()),
+        ("a:poison", br#"{"v": 99}"#.as_slice()),
+    ] {
+        producer
+            .send(
+                FutureRecord::to(&env.kafka.events_topic)
+                    .key(key)
+                    .payload(payload),
+                Duration::from_secs(10),
+            )
+            .await
+            .expect("produced");
+    }
+    let events = Workload::new(5, Utc::now() - ChronoDuration::minutes(3)).session(0, "acct-1");
+    assert_eq!(
+        env.post_batch(&env.key_a, &batch_body(&events))
+            .await
+            .status(),
+        200
+    );
+    let session_id = events[0]["session_id"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    env.poll(
+        &env.key_a,
+        &format!("/v1/sessions/{session_id}"),
+        Duration::from_secs(60),
+        |b| b["event_count"] == events.len(),
+    )
+    .await;
+
+    let consumer: BaseConsumer = env
+        .kafka
+        .client_config()
+        .set("group.id", format!("dlq-reader-{}", uuid::Uuid::new_v4()))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("consumer");
+    consumer
+        .subscribe(&[&env.kafka.dead_letter_topic])
+        .expect("subscribe");
+    let mut found = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while found.len() < 2 && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
+            let reason = message
+                .headers()
+                .and_then(|h| {
+                    h.iter()
+                        .find(|h| h.key == "tally-reason")
+                        .and_then(|h| h.value)
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                })
+                .unwrap_or_default();
+            found.push((
+                message
+                    .payload()
+                    .map(|p| String::from_utf8_lossy(p).into_owned())
+                    .unwrap_or_default(),
+                reason,
+            ));
+        }
+    }
+    assert_eq!(
+        found.len(),
+        2,
+        "both poison records reach the dead-letter topic: {found:?}"
+    );
+    assert_eq!(found[0].0, "not an envelope");
+    assert!(
+        found[0].1.starts_with("undecodable envelope"),
+        "{}",
+        found[0].1
+    );
+    assert_eq!(found[1].1, "unknown envelope version 99");
+    env.finish().await;
+}
