@@ -28,6 +28,11 @@ pub struct AggregatorConfig {
     pub instance_id: String,
     /// Kafka consumer session timeout, in milliseconds.
     pub session_timeout_ms: u32,
+    /// Days raw events are kept; a month partition of `events` is dropped once all of it is
+    /// older. Rollups are kept for ever. 0 keeps raw events for ever.
+    pub raw_retention_days: u32,
+    /// How often retention runs, in seconds (at least 60).
+    pub retention_interval_secs: u64,
     /// Longest pause between ClickHouse write retries, in milliseconds.
     pub max_retry_backoff_ms: u64,
     /// Create the event topic on start if it is missing.
@@ -48,6 +53,8 @@ impl Default for AggregatorConfig {
             prices_file: String::new(),
             instance_id: String::new(),
             session_timeout_ms: 10_000,
+            raw_retention_days: 90,
+            retention_interval_secs: 3600,
             max_retry_backoff_ms: 10_000,
             create_topic: true,
             dedup: DedupConfig::default(),

@@ -26,9 +26,12 @@ enum Assignment {
     Revoked(Vec<i32>),
 }
 
-#[derive(Default)]
+/// The consumer's context: records partition assignments for the loop to apply between
+/// batches, and turns librdkafka's statistics into the per-partition lag gauge.
 pub struct RebalanceLog {
     changes: Mutex<Vec<Assignment>>,
+    topic: String,
+    metrics: Arc<Metrics>,
 }
 
 impl RebalanceLog {
@@ -46,7 +49,17 @@ impl RebalanceLog {
     }
 }
 
-impl ClientContext for RebalanceLog {}
+impl ClientContext for RebalanceLog {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        for (partition, stats) in &topic.partitions {
+            // -1 is librdkafka's "unknown" (not assigned, or no position yet).
+            if *partition >= 0 && stats.consumer_lag >= 0 {
+                self.metrics.lag.with_label_values(&[&partition.to_string()]).set(stats.consumer_lag);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for RebalanceLog {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -90,7 +103,12 @@ impl Aggregator {
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", config.session_timeout_ms.to_string())
             .set("heartbeat.interval.ms", "1000")
-            .create_with_context(RebalanceLog::default())?;
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(RebalanceLog {
+                changes: Mutex::default(),
+                topic: config.kafka.events_topic.clone(),
+                metrics: metrics.clone(),
+            })?;
         consumer.subscribe(&[&config.kafka.events_topic])?;
         let dead_letters = DeadLetters::new(&config.kafka)?;
         Ok(Self {
@@ -162,6 +180,7 @@ impl Aggregator {
                 Assignment::Revoked(partitions) => {
                     for p in partitions {
                         self.folder.forget_partition(p);
+                        let _ = self.metrics.lag.remove_label_values(&[&p.to_string()]);
                     }
                 }
                 Assignment::Assigned(partitions) => {

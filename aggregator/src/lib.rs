@@ -11,6 +11,7 @@ pub mod dedup;
 pub mod fold;
 pub mod health;
 pub mod metrics;
+pub mod retention;
 pub mod store;
 
 use std::sync::Arc;
@@ -75,6 +76,15 @@ pub async fn start(config: config::AggregatorConfig) -> anyhow::Result<Running> 
     tokio::spawn(health);
 
     let (stop, shutdown) = watch::channel(false);
+    if config.raw_retention_days > 0 {
+        tokio::spawn(retention::run(
+            client.clone(),
+            config.clickhouse.database.clone(),
+            config.raw_retention_days,
+            std::time::Duration::from_secs(config.retention_interval_secs.max(60)),
+            shutdown.clone(),
+        ));
+    }
     let aggregator = consumer::Aggregator::new(config, prices, client, metrics.clone(), shutdown)?;
     let task = tokio::spawn(aggregator.run());
     Ok(Running {

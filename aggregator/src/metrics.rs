@@ -1,7 +1,7 @@
 //! The aggregator's Prometheus metrics, and its health state.
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -14,6 +14,8 @@ pub struct Metrics {
     pub write_duration: HistogramVec,
     pub write_failures: IntCounterVec,
     pub assigned_partitions: IntGauge,
+    /// Records not yet folded, per assigned partition (from librdkafka's statistics).
+    pub lag: IntGaugeVec,
     /// Events with usage whose model had no price (folded at zero cost, flagged on the rows).
     pub unpriced: IntCounter,
     /// False while ClickHouse writes fail; `/readyz` answers 503 then.
@@ -66,8 +68,14 @@ impl Metrics {
             "Events with token usage whose model has no price at their time.",
         )
         .expect("valid metric");
+        let lag = IntGaugeVec::new(
+            Opts::new("tally_aggregator_consumer_lag_records", "Records behind the partition's end, per partition."),
+            &["partition"],
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(unpriced.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(unpriced.clone()),
             Box::new(records.clone()),
             Box::new(rows_written.clone()),
             Box::new(write_duration.clone()),
@@ -86,6 +94,7 @@ impl Metrics {
             write_failures,
             assigned_partitions,
             unpriced,
+            lag,
             writing: AtomicBool::new(true),
         }
     }
