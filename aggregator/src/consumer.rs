@@ -51,11 +51,16 @@ impl RebalanceLog {
 
 impl ClientContext for RebalanceLog {
     fn stats(&self, statistics: rdkafka::Statistics) {
-        let Some(topic) = statistics.topics.get(&self.topic) else { return };
+        let Some(topic) = statistics.topics.get(&self.topic) else {
+            return;
+        };
         for (partition, stats) in &topic.partitions {
             // -1 is librdkafka's "unknown" (not assigned, or no position yet).
             if *partition >= 0 && stats.consumer_lag >= 0 {
-                self.metrics.lag.with_label_values(&[&partition.to_string()]).set(stats.consumer_lag);
+                self.metrics
+                    .lag
+                    .with_label_values(&[&partition.to_string()])
+                    .set(stats.consumer_lag);
             }
         }
     }

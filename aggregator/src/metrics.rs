@@ -1,8 +1,8 @@
 //! The aggregator's Prometheus metrics, and its health state.
 
 use prometheus::{
-    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    exponential_buckets, Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -69,7 +69,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let lag = IntGaugeVec::new(
-            Opts::new("tally_aggregator_consumer_lag_records", "Records behind the partition's end, per partition."),
+            Opts::new(
+                "tally_aggregator_consumer_lag_records",
+                "Records behind the partition's end, per partition.",
+            ),
             &["partition"],
         )
         .expect("valid metric");

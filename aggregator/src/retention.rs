@@ -11,13 +11,19 @@ struct PartitionId {
 }
 
 /// The month partitions (`YYYYMM`) of `events` in `database`, oldest first.
-pub async fn event_partitions(client: &clickhouse::Client, database: &str) -> Result<Vec<u32>, clickhouse::error::Error> {
+pub async fn event_partitions(
+    client: &clickhouse::Client,
+    database: &str,
+) -> Result<Vec<u32>, clickhouse::error::Error> {
     let rows: Vec<PartitionId> = client
         .query("SELECT DISTINCT partition FROM system.parts WHERE database = ? AND table = 'events' AND active")
         .bind(database)
         .fetch_all()
         .await?;
-    let mut months: Vec<u32> = rows.iter().filter_map(|r| r.partition.trim_matches('\'').parse().ok()).collect();
+    let mut months: Vec<u32> = rows
+        .iter()
+        .filter_map(|r| r.partition.trim_matches('\'').parse().ok())
+        .collect();
     months.sort_unstable();
     Ok(months)
 }
@@ -25,18 +31,30 @@ pub async fn event_partitions(client: &clickhouse::Client, database: &str) -> Re
 /// Whether every day of month `yyyymm` is before `today - retention_days`.
 pub fn is_expired(yyyymm: u32, today: NaiveDate, retention_days: u32) -> bool {
     let (year, month) = ((yyyymm / 100) as i32, yyyymm % 100);
-    let next_month = if month == 12 { NaiveDate::from_ymd_opt(year + 1, 1, 1) } else { NaiveDate::from_ymd_opt(year, month + 1, 1) };
+    let next_month = if month == 12 {
+        NaiveDate::from_ymd_opt(year + 1, 1, 1)
+    } else {
+        NaiveDate::from_ymd_opt(year, month + 1, 1)
+    };
     let cutoff = today - Duration::days(i64::from(retention_days));
     next_month.is_some_and(|first_after| first_after <= cutoff)
 }
 
 /// Drops the expired month partitions of `events`; returns the months dropped.
-pub async fn drop_expired(client: &clickhouse::Client, database: &str, retention_days: u32) -> Result<Vec<u32>, clickhouse::error::Error> {
+pub async fn drop_expired(
+    client: &clickhouse::Client,
+    database: &str,
+    retention_days: u32,
+) -> Result<Vec<u32>, clickhouse::error::Error> {
     let today = Utc::now().date_naive();
     let mut dropped = Vec::new();
     for month in event_partitions(client, database).await? {
         if is_expired(month, today, retention_days) {
-            client.query("ALTER TABLE events DROP PARTITION ?").bind(month).execute().await?;
+            client
+                .query("ALTER TABLE events DROP PARTITION ?")
+                .bind(month)
+                .execute()
+                .await?;
             tracing::info!(month, "dropped expired raw events");
             dropped.push(month);
         }

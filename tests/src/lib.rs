@@ -3,6 +3,7 @@
 //! each test with its own Kafka topic and ClickHouse database.
 
 pub mod env;
+pub mod private_stack;
 pub mod processes;
 pub mod replay;
 pub mod workload;

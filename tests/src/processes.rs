@@ -41,6 +41,11 @@ pub struct FoldStage {
 
 impl FoldStage {
     pub async fn new(partitions: i32) -> Self {
+        Self::with_clickhouse(partitions, &clickhouse_url()).await
+    }
+
+    /// A stage whose database lives on the ClickHouse server at `clickhouse_url`.
+    pub async fn with_clickhouse(partitions: i32, clickhouse_url: &str) -> Self {
         let name = uuid::Uuid::new_v4().simple().to_string();
         let kafka = KafkaConfig {
             brokers: kafka_brokers(),
@@ -50,7 +55,7 @@ impl FoldStage {
             replication_factor: 1,
         };
         let clickhouse = ClickHouseConfig {
-            url: clickhouse_url(),
+            url: clickhouse_url.to_owned(),
             database: format!("tally_test_{name}"),
             ..ClickHouseConfig::default()
         };
@@ -70,6 +75,11 @@ impl FoldStage {
 
     /// Starts an aggregator process; `instance` names its static membership (or `None`).
     pub fn spawn(&self, label: &str, instance: Option<&str>) -> Child {
+        self.spawn_listening(label, instance, "127.0.0.1:0")
+    }
+
+    /// As [`FoldStage::spawn`], with the health server on `listen`.
+    pub fn spawn_listening(&self, label: &str, instance: Option<&str>, listen: &str) -> Child {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -77,7 +87,7 @@ impl FoldStage {
             .expect("log file");
         let mut command = Command::new(aggregator_binary());
         command
-            .env("TALLY_LISTEN", "127.0.0.1:0")
+            .env("TALLY_LISTEN", listen)
             .env("TALLY_GROUP_ID", format!("tally-test-{}", self.name))
             .env("TALLY_INSTANCE_ID", instance.unwrap_or(""))
             .env("TALLY_SESSION_TIMEOUT_MS", "6000")

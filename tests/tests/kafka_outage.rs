@@ -7,73 +7,11 @@
 use chrono::{Duration as ChronoDuration, Utc};
 use serde_json::Value;
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 use tally_tests::env::Options;
+use tally_tests::private_stack::PrivatePart;
 use tally_tests::workload::{batch_body, Workload};
 use tally_tests::TestEnv;
-
-struct PrivateKafka {
-    state_dir: PathBuf,
-    port: u16,
-    controller_port: u16,
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    listener.local_addr().expect("addr").port()
-}
-
-fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo")
-        .to_path_buf()
-}
-
-impl PrivateKafka {
-    fn new() -> Self {
-        let state_dir =
-            std::env::temp_dir().join(format!("tally-kafka-{}", uuid::Uuid::new_v4().simple()));
-        Self {
-            state_dir,
-            port: free_port(),
-            controller_port: free_port(),
-        }
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn stack(&self, action: &str) {
-        let root = repo_root();
-        let shared_state = std::env::var("TALLY_STATE_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| root.join(".tally"));
-        let status = Command::new("bash")
-            .arg(root.join("deploy/local/stack.sh"))
-            .args([action, "kafka"])
-            .env("TALLY_STATE_DIR", &self.state_dir)
-            .env("TALLY_KAFKA_PORT", self.port.to_string())
-            .env(
-                "TALLY_KAFKA_CONTROLLER_PORT",
-                self.controller_port.to_string(),
-            )
-            .env("TALLY_KAFKA_LIBS", shared_state.join("kafka-libs"))
-            .status()
-            .expect("stack.sh runs");
-        assert!(status.success(), "stack.sh {action} kafka failed");
-    }
-}
-
-impl Drop for PrivateKafka {
-    fn drop(&mut self) {
-        self.stack("stop");
-        let _ = std::fs::remove_dir_all(&self.state_dir);
-    }
-}
 
 fn ids(events: &[Value]) -> Vec<String> {
     events
@@ -84,10 +22,10 @@ fn ids(events: &[Value]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_down_means_503_then_recovery_without_loss() {
-    let kafka = PrivateKafka::new();
-    kafka.stack("start");
+    let kafka = PrivatePart::kafka();
+    kafka.start();
     let env = TestEnv::start_with(Options {
-        brokers: Some(kafka.brokers()),
+        brokers: Some(format!("127.0.0.1:{}", kafka.port())),
         delivery_timeout_ms: Some(3000),
         ..Options::default()
     })
@@ -104,7 +42,7 @@ async fn kafka_down_means_503_then_recovery_without_loss() {
     );
     acknowledged.extend(ids(&before));
 
-    kafka.stack("stop");
+    kafka.stop();
     let during = workload.sessions(3, 2);
     let response = env.post_batch(&env.key_a, &batch_body(&during)).await;
     assert_eq!(response.status(), 503);
@@ -144,7 +82,7 @@ async fn kafka_down_means_503_then_recovery_without_loss() {
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 
-    kafka.stack("start");
+    kafka.start();
     // Like an SDK: resend the refused batch (same ids) until it is accepted, then go on.
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
