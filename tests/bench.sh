@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# `make bench`: release builds of ingest and the aggregator on the local stack, a fresh topic
-# and database, then tally-loadgen posting batches of 100 realistic events for 30 s.
-# Prints accepted events/s, p50/p99 request latency, and the time until ClickHouse holds
-# every accepted event. BENCH_SECONDS, BENCH_BATCH and BENCH_CONCURRENCY change the run.
+# `make bench`: release builds on the local stack, each part on a fresh topic and database.
+#  1. write path: tally-loadgen posts batches of 100 realistic events as fast as ingest answers
+#     for 30 s: accepted events/s, p50/p99 latency, time until ClickHouse holds every event;
+#  2. freshness: 20,000 events/s for 30 s with a probe session every 250 ms: post → rollup
+#     readable through the read API, p50/p99;
+#  3. fold: tally-foldbench, the aggregator alone on a preloaded topic, next to the rate at
+#     which ClickHouse takes the same rows inserted directly.
+# BENCH_SECONDS, BENCH_BATCH, BENCH_CONCURRENCY, BENCH_RATE and BENCH_FOLD_SESSIONS change it.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -47,7 +51,16 @@ pids+=($!)
 for _ in $(seq 1 60); do curl -sf http://127.0.0.1:18090/readyz >/dev/null && break; sleep 0.5; done
 
 echo "machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(date -u +%F)"
+echo "== 1. write path, as fast as answers come"
 "$TARGET/release/tally-loadgen" --url http://127.0.0.1:18090 --key "$key" --project bench \
   --duration-secs "${BENCH_SECONDS:-30}" --batch-size "${BENCH_BATCH:-100}" \
   --concurrency "${BENCH_CONCURRENCY:-8}" \
   --clickhouse-url "http://127.0.0.1:${TALLY_CLICKHOUSE_HTTP_PORT:-8123}" --database "$database"
+echo "== 2. freshness at ${BENCH_RATE:-20000} events/s"
+"$TARGET/release/tally-loadgen" --url http://127.0.0.1:18090 --key "$key" --project bench --seed 2 \
+  --duration-secs "${BENCH_SECONDS:-30}" --batch-size "${BENCH_BATCH:-100}" \
+  --concurrency "${BENCH_CONCURRENCY:-8}" --rate "${BENCH_RATE:-20000}" --probe-every-ms 250
+for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+pids=()
+echo "== 3. fold rate against direct inserts"
+"$TARGET/release/tally-foldbench" --sessions "${BENCH_FOLD_SESSIONS:-30000}"

@@ -220,6 +220,7 @@ impl Aggregator {
     }
 
     async fn process(&mut self, messages: Vec<OwnedMessage>) -> anyhow::Result<()> {
+        let mut phase = Phase::start(self.metrics.clone());
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut records = Vec::with_capacity(messages.len());
         let mut poison = Vec::new();
@@ -252,17 +253,16 @@ impl Aggregator {
                 .inc();
         }
 
+        phase.end("decode");
         self.load(&records).await?;
-        let output = self.folder.fold(&records);
+        phase.end("load");
+        let output = self.folder.fold(records);
+        phase.end("fold");
 
-        let started = std::time::Instant::now();
         self.retry("write batch", || self.store.write(&output))
             .await?;
+        phase.end("write");
         let metrics = &self.metrics;
-        metrics
-            .write_duration
-            .with_label_values::<&str>(&[])
-            .observe(started.elapsed().as_secs_f64());
         for (table, rows) in [
             ("events", output.events.len()),
             ("sessions", output.sessions.len()),
@@ -301,6 +301,7 @@ impl Aggregator {
             // The partition may have moved; its new owner replays and skips what is written.
             tracing::warn!(%err, "offset commit failed");
         }
+        phase.end("commit");
         Ok(())
     }
 
@@ -377,6 +378,30 @@ impl Aggregator {
                 }
             }
         }
+    }
+}
+
+/// Times the phases of one batch into `tally_aggregator_batch_phase_duration_seconds`.
+struct Phase {
+    metrics: Arc<Metrics>,
+    since: std::time::Instant,
+}
+
+impl Phase {
+    fn start(metrics: Arc<Metrics>) -> Self {
+        Self {
+            metrics,
+            since: std::time::Instant::now(),
+        }
+    }
+
+    fn end(&mut self, name: &str) {
+        let now = std::time::Instant::now();
+        self.metrics
+            .phase_duration
+            .with_label_values(&[name])
+            .observe((now - self.since).as_secs_f64());
+        self.since = now;
     }
 }
 

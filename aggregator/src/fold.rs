@@ -232,7 +232,7 @@ impl Folder {
 
     /// Folds records (in Kafka order per partition). Everything [`Folder::plan`] listed must
     /// have been loaded.
-    pub fn fold(&mut self, records: &[Record]) -> FoldOutput {
+    pub fn fold(&mut self, records: Vec<Record>) -> FoldOutput {
         let mut out = FoldOutput::default();
         let mut touched_sessions = BTreeSet::new();
         let mut touched_usage = BTreeSet::new();
@@ -285,11 +285,11 @@ impl Folder {
                 }
             }
             if applied {
-                out.events
-                    .push(EventRow::from_envelope(envelope, partition, offset));
                 if cost == Priced::Unpriced {
                     out.unpriced += 1;
                 }
+                out.events
+                    .push(EventRow::new(record.envelope, partition, offset));
             } else {
                 out.redeliveries_skipped += 1;
             }

@@ -11,7 +11,8 @@ pub struct Metrics {
     /// Records by outcome: folded, resend (skipped), redelivery (skipped), dead_lettered.
     pub records: IntCounterVec,
     pub rows_written: IntCounterVec,
-    pub write_duration: HistogramVec,
+    /// Time per batch in each phase: decode, load, fold, write, commit.
+    pub phase_duration: HistogramVec,
     pub write_failures: IntCounterVec,
     pub assigned_partitions: IntGauge,
     /// Records not yet folded, per assigned partition (from librdkafka's statistics).
@@ -41,13 +42,13 @@ impl Metrics {
             &["table"],
         )
         .expect("valid metric");
-        let write_duration = HistogramVec::new(
+        let phase_duration = HistogramVec::new(
             HistogramOpts::new(
-                "tally_aggregator_write_duration_seconds",
-                "Time to write one folded batch to ClickHouse.",
+                "tally_aggregator_batch_phase_duration_seconds",
+                "Time one batch spends in each phase: decode, load (rows from ClickHouse), fold, write, commit.",
             )
-            .buckets(exponential_buckets(0.001, 2.0, 14).expect("valid buckets")),
-            &[],
+            .buckets(exponential_buckets(0.0005, 2.0, 16).expect("valid buckets")),
+            &["phase"],
         )
         .expect("valid metric");
         let write_failures = IntCounterVec::new(
@@ -81,7 +82,7 @@ impl Metrics {
             Box::new(unpriced.clone()),
             Box::new(records.clone()),
             Box::new(rows_written.clone()),
-            Box::new(write_duration.clone()),
+            Box::new(phase_duration.clone()),
             Box::new(write_failures.clone()),
             Box::new(assigned_partitions.clone()),
         ] {
@@ -93,7 +94,7 @@ impl Metrics {
             registry,
             records,
             rows_written,
-            write_duration,
+            phase_duration,
             write_failures,
             assigned_partitions,
             unpriced,

@@ -48,32 +48,37 @@ pub struct EventRow {
     pub kafka_offset: u64,
 }
 
-fn text(value: &Option<String>) -> String {
-    value.clone().unwrap_or_default()
-}
-
 fn non_empty(value: String) -> Option<String> {
     (!value.is_empty()).then_some(value)
 }
 
 impl EventRow {
     pub fn from_envelope(envelope: &Envelope, kafka_partition: i32, kafka_offset: u64) -> Self {
-        let e = &envelope.event;
-        let error = e.error.clone().unwrap_or_default();
+        Self::new(envelope.clone(), kafka_partition, kafka_offset)
+    }
+
+    /// The row of an envelope, taking its strings rather than copying them.
+    pub fn new(envelope: Envelope, kafka_partition: i32, kafka_offset: u64) -> Self {
+        let e = envelope.event;
+        let error = e.error.unwrap_or_default();
+        let (tool_name, tool_call_id) = match e.tool {
+            Some(tool) => (tool.name, tool.call_id.unwrap_or_default()),
+            None => (String::new(), String::new()),
+        };
         Self {
-            project_id: envelope.project_id.clone(),
-            session_id: e.session_id.clone(),
-            event_id: e.event_id.clone(),
+            project_id: envelope.project_id,
+            session_id: e.session_id,
+            event_id: e.event_id,
             event_type: e.event_type.as_str().to_owned(),
             ts: u32::try_from(e.timestamp.0.div_euclid(1000)).unwrap_or(0),
             ts_ms: e.timestamp.0,
-            account_id: e.account_id.clone(),
-            trace_id: text(&e.trace_id),
-            span_id: text(&e.span_id),
-            parent_span_id: text(&e.parent_span_id),
-            operation: text(&e.operation),
-            model: text(&e.model),
-            provider: text(&e.provider),
+            account_id: e.account_id,
+            trace_id: e.trace_id.unwrap_or_default(),
+            span_id: e.span_id.unwrap_or_default(),
+            parent_span_id: e.parent_span_id.unwrap_or_default(),
+            operation: e.operation.unwrap_or_default(),
+            model: e.model.unwrap_or_default(),
+            provider: e.provider.unwrap_or_default(),
             input_tokens: e.usage.input_tokens,
             output_tokens: e.usage.output_tokens,
             cache_read_tokens: e.usage.cache_read_tokens,
@@ -82,20 +87,12 @@ impl EventRow {
             duration_ms: e.duration_ms,
             time_to_first_token_ms: e.time_to_first_token_ms,
             status: e.status.map(|s| s.as_str().to_owned()).unwrap_or_default(),
-            tool_name: e.tool.as_ref().map(|t| t.name.clone()).unwrap_or_default(),
-            tool_call_id: e
-                .tool
-                .as_ref()
-                .and_then(|t| t.call_id.clone())
-                .unwrap_or_default(),
-            error_type: text(&error.kind),
-            error_message: text(&error.message),
-            error_stack: text(&error.stack),
-            content: e
-                .content
-                .as_ref()
-                .map(|c| c.to_string())
-                .unwrap_or_default(),
+            tool_name,
+            tool_call_id,
+            error_type: error.kind.unwrap_or_default(),
+            error_message: error.message.unwrap_or_default(),
+            error_stack: error.stack.unwrap_or_default(),
+            content: e.content.map(|c| c.to_string()).unwrap_or_default(),
             attributes: if e.attributes.is_empty() {
                 String::new()
             } else {

@@ -17,18 +17,19 @@ use tally_schema::envelope::Envelope;
 /// The `tally-aggregator` binary built beside this test.
 pub fn aggregator_binary() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
-    // target/<profile>/deps/<test> → target/<profile>/tally-aggregator
-    let path = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target dir")
-        .join("tally-aggregator");
-    assert!(
-        path.exists(),
-        "{} is missing: run `cargo build --workspace` first (make test does)",
-        path.display()
-    );
-    path
+    // Tests live in target/<profile>/deps/, binaries (and tally-foldbench) in target/<profile>/.
+    let dir = exe.parent().expect("executable dir");
+    let candidates = [
+        dir.join("tally-aggregator"),
+        dir.parent().unwrap_or(dir).join("tally-aggregator"),
+    ];
+    let found = candidates.iter().find(|p| p.exists()).cloned();
+    found.unwrap_or_else(|| {
+        panic!(
+            "{} is missing: run `cargo build --workspace` first (make test does)",
+            candidates[1].display()
+        )
+    })
 }
 
 /// A topic and a database of one test, and the settings aggregator processes get.
@@ -37,6 +38,8 @@ pub struct FoldStage {
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
     pub log_dir: PathBuf,
+    /// Batch size of the aggregators it starts (small, so tests cross many commit points).
+    pub batch_max_events: usize,
 }
 
 impl FoldStage {
@@ -70,6 +73,7 @@ impl FoldStage {
             kafka,
             clickhouse,
             log_dir,
+            batch_max_events: 250,
         }
     }
 
@@ -91,7 +95,7 @@ impl FoldStage {
             .env("TALLY_GROUP_ID", format!("tally-test-{}", self.name))
             .env("TALLY_INSTANCE_ID", instance.unwrap_or(""))
             .env("TALLY_SESSION_TIMEOUT_MS", "6000")
-            .env("TALLY_BATCH_MAX_EVENTS", "250")
+            .env("TALLY_BATCH_MAX_EVENTS", self.batch_max_events.to_string())
             .env("TALLY_BATCH_MAX_WAIT_MS", "50")
             .env("TALLY_MAX_RETRY_BACKOFF_MS", "500")
             .env("TALLY_KAFKA__BROKERS", &self.kafka.brokers)

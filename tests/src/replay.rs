@@ -72,12 +72,24 @@ impl Replay {
 
         let truth = ground_truth(project_id, &streams);
 
-        // Interleave the sessions, keeping each one's order, and resend some events later.
+        // Interleave the sessions as live traffic does: at most CONCURRENT sessions are open
+        // at once, each keeps its own order, and some events are resent a little later.
+        const CONCURRENT: usize = 500;
         let mut records = Vec::new();
         let mut cursors = vec![0usize; streams.len()];
-        let mut live: Vec<usize> = (0..streams.len()).collect();
+        let mut waiting = (0..streams.len()).rev().collect::<Vec<_>>();
+        let mut live: Vec<usize> = Vec::new();
         let mut resends: Vec<(usize, Event)> = Vec::new();
-        while !live.is_empty() {
+        loop {
+            while live.len() < CONCURRENT {
+                match waiting.pop() {
+                    Some(next) => live.push(next),
+                    None => break,
+                }
+            }
+            if live.is_empty() {
+                break;
+            }
             let pick = rng.random_range(0..live.len());
             let session = live[pick];
             let event = streams[session][cursors[session]].clone();

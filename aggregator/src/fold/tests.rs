@@ -74,7 +74,7 @@ fn folds_counts_tokens_and_types() {
         record(3, event(4, "s1", EventType::Error, 0)),
     ];
     let mut folder = folder_with_loaded(&records);
-    let out = folder.fold(&records);
+    let out = folder.fold(records.clone());
     assert_eq!(out.events.len(), 4);
     let s1 = out
         .sessions
@@ -101,7 +101,7 @@ fn unknown_models_cost_zero_and_are_flagged() {
     e.model = Some("house-model-7b".into());
     let records = vec![record(0, e)];
     let mut folder = folder_with_loaded(&records);
-    let out = folder.fold(&records);
+    let out = folder.fold(records.clone());
     assert_eq!(out.unpriced, 1);
     assert_eq!(
         (out.sessions[0].cost_nanos, out.sessions[0].unpriced_events),
@@ -123,7 +123,7 @@ fn tool_events_fold_into_tool_rows() {
     result.status = Some(tally_schema::event::Status::Error);
     let records = vec![record(0, call), record(1, result)];
     let mut folder = folder_with_loaded(&records);
-    let out = folder.fold(&records);
+    let out = folder.fold(records.clone());
     let tool = &out.tools[0];
     assert_eq!(
         (tool.calls, tool.results, tool.errors, tool.duration_sum_ms),
@@ -139,11 +139,11 @@ fn a_partial_write_is_completed_without_double_counting() {
         .map(|i| record(i, event(u128::from(i) + 1, "s", EventType::LlmRequest, 10)))
         .collect();
     let mut first = folder_with_loaded(&records);
-    let written = first.fold(&records);
+    let written = first.fold(records.clone());
     let mut restarted = new_folder();
     restarted.add_sessions("proj", &["s".into()], written.sessions.clone());
     load_nothing(&mut restarted, &records);
-    let replay = restarted.fold(&records);
+    let replay = restarted.fold(records.clone());
     assert!(replay.sessions.is_empty());
     assert_eq!(replay.usage_hourly, written.usage_hourly);
     assert_eq!(
@@ -159,7 +159,7 @@ fn a_redelivered_batch_changes_nothing() {
         .map(|i| record(i, event(u128::from(i) + 1, "s", EventType::LlmRequest, 10)))
         .collect();
     let mut folder = folder_with_loaded(&records);
-    let first = folder.fold(&records);
+    let first = folder.fold(records.clone());
     let state = first.sessions[0].clone();
 
     // A restarted aggregator reloads the rows and sees the same records again.
@@ -176,7 +176,7 @@ fn a_redelivered_batch_changes_nothing() {
         };
         restarted.add_usage_group(group, granularity, rows);
     }
-    let again = restarted.fold(&records);
+    let again = restarted.fold(records.clone());
     assert!(again.events.is_empty());
     assert_eq!(again.redeliveries_skipped, 5);
     assert!(again.sessions.is_empty());
@@ -188,7 +188,7 @@ fn an_sdk_resend_is_skipped() {
     let resend = record(1, event(9, "s", EventType::LlmRequest, 10));
     let records = vec![original, resend];
     let mut folder = folder_with_loaded(&records);
-    let out = folder.fold(&records);
+    let out = folder.fold(records.clone());
     assert_eq!(out.events.len(), 1);
     assert_eq!(out.resends_skipped, 1);
     assert_eq!(out.sessions[0].input_tokens, 10);
@@ -201,6 +201,6 @@ fn a_record_written_raw_before_a_crash_is_still_folded() {
     let records = vec![record(0, event(1, "s", EventType::LlmRequest, 10))];
     let mut folder = folder_with_loaded(&records);
     folder.remember(0, "proj", &uuid::Uuid::from_u128(1).to_string(), 0, 0);
-    let out = folder.fold(&records);
+    let out = folder.fold(records.clone());
     assert_eq!(out.sessions[0].input_tokens, 10);
 }

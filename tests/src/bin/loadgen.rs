@@ -41,6 +41,13 @@ struct Args {
     database: String,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Target events/s across all connections; 0 posts as fast as answers come.
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Every this many ms, post a one-event probe session and time until its rollup is
+    /// readable through the read API (the key needs the read scope); 0 sends no probes.
+    #[arg(long, default_value_t = 0)]
+    probe_every_ms: u64,
 }
 
 #[derive(Default)]
@@ -85,7 +92,16 @@ async fn worker(
     );
     let mut pending = Vec::new();
     let mut session = 0;
+    // With a rate, each connection posts its share on a fixed schedule.
+    let interval = (args.rate > 0).then(|| {
+        Duration::from_secs_f64(args.batch_size as f64 * args.concurrency as f64 / args.rate as f64)
+    });
+    let mut next_at = Instant::now();
     while Instant::now() < deadline {
+        if let Some(interval) = interval {
+            tokio::time::sleep_until(next_at.into()).await;
+            next_at += interval;
+        }
         let body = batch_bytes(
             &mut workload,
             &mut pending,
@@ -114,6 +130,50 @@ async fn worker(
         }
     }
     report
+}
+
+/// Posts a one-event session now and then and times how long until the read API has its
+/// rollup: the post → visible freshness, in microseconds.
+async fn probe(args: Arc<Args>, deadline: Instant, client: reqwest::Client) -> Vec<u64> {
+    let mut freshness = Vec::new();
+    let mut index = 0;
+    while Instant::now() < deadline {
+        index += 1;
+        let session_id = format!("probe-{}-{index}", args.seed);
+        let event = serde_json::json!({
+            "event_id": uuid::Uuid::new_v4().to_string(),
+            "type": "custom",
+            "timestamp": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            "session_id": session_id,
+            "account_id": "probe",
+        });
+        let started = Instant::now();
+        let posted = client
+            .post(format!("{}/v1/batch", args.url))
+            .bearer_auth(&args.key)
+            .json(&batch_body(&[event]))
+            .send()
+            .await;
+        if posted.map(|r| r.status().is_success()).unwrap_or(false) {
+            let give_up = started + Duration::from_secs(60);
+            while Instant::now() < give_up {
+                let seen = client
+                    .get(format!("{}/v1/sessions/{session_id}", args.url))
+                    .bearer_auth(&args.key)
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+                if seen {
+                    freshness.push(started.elapsed().as_micros() as u64);
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(args.probe_every_ms)).await;
+    }
+    freshness
 }
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
@@ -149,6 +209,8 @@ async fn main() -> anyhow::Result<()> {
     let tasks: Vec<_> = (0..args.concurrency)
         .map(|i| tokio::spawn(worker(args.clone(), i, deadline, client.clone())))
         .collect();
+    let probes = (args.probe_every_ms > 0)
+        .then(|| tokio::spawn(probe(args.clone(), deadline, client.clone())));
     let mut latencies = Vec::new();
     let (mut accepted, mut failed) = (0, 0);
     for task in tasks {
@@ -174,6 +236,18 @@ async fn main() -> anyhow::Result<()> {
         percentile(&latencies, 99.0),
         percentile(&latencies, 100.0)
     );
+
+    if let Some(probes) = probes {
+        let mut freshness = probes.await?;
+        freshness.sort_unstable();
+        println!(
+            "freshness_ms probes={} p50={:.0} p99={:.0} max={:.0}",
+            freshness.len(),
+            percentile(&freshness, 50.0),
+            percentile(&freshness, 99.0),
+            percentile(&freshness, 100.0)
+        );
+    }
 
     if !args.clickhouse_url.is_empty() {
         let last_post = Instant::now();
