@@ -9,13 +9,14 @@ use crate::store::Store;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
+use rdkafka::message::Headers;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tally_schema::envelope::{Envelope, ENVELOPE_VERSION};
+use tally_schema::envelope::{Envelope, RebuildRequest, CONTROL_HEADER, ENVELOPE_VERSION};
 use tally_schema::pricing::PriceTable;
 use tokio::sync::watch;
 
@@ -224,14 +225,19 @@ impl Aggregator {
         let mut next_offsets: BTreeMap<i32, i64> = BTreeMap::new();
         let mut records = Vec::with_capacity(messages.len());
         let mut poison = Vec::new();
+        let mut rebuilds = Vec::new();
         for message in &messages {
             next_offsets.insert(message.partition(), message.offset() + 1);
+            let offset = u64::try_from(message.offset()).unwrap_or(0);
             match decode(message) {
-                Ok(envelope) => records.push(Record {
+                Ok(Decoded::Event(envelope)) => records.push(Record {
                     partition: message.partition(),
-                    offset: u64::try_from(message.offset()).unwrap_or(0),
-                    envelope,
+                    offset,
+                    envelope: *envelope,
                 }),
+                Ok(Decoded::Rebuild(request)) => {
+                    rebuilds.push((records.len(), message.partition(), offset, request))
+                }
                 Err(reason) => poison.push((message, reason)),
             }
         }
@@ -254,11 +260,45 @@ impl Aggregator {
         }
 
         phase.end("decode");
+        // A rebuild reads the raw events before its control record, so what precedes it in
+        // the batch is applied first.
+        let mut rest = records;
+        let mut applied = 0;
+        for (position, partition, offset, request) in rebuilds {
+            let tail = rest.split_off(position - applied);
+            applied = position;
+            self.apply(rest, &mut phase).await?;
+            self.rebuild(partition, offset, request).await?;
+            phase.end("rebuild");
+            rest = tail;
+        }
+        self.apply(rest, &mut phase).await?;
+
+        let mut offsets = TopicPartitionList::new();
+        for (partition, next) in next_offsets {
+            offsets.add_partition_offset(
+                &self.config.kafka.events_topic,
+                partition,
+                Offset::Offset(next),
+            )?;
+        }
+        if let Err(err) = self.consumer.commit(&offsets, CommitMode::Sync) {
+            // The partition may have moved; its new owner replays and skips what is written.
+            tracing::warn!(%err, "offset commit failed");
+        }
+        phase.end("commit");
+        Ok(())
+    }
+
+    /// Loads, folds and writes records.
+    async fn apply(&mut self, records: Vec<Record>, phase: &mut Phase) -> anyhow::Result<()> {
+        if records.is_empty() {
+            return Ok(());
+        }
         self.load(&records).await?;
         phase.end("load");
         let output = self.folder.fold(records);
         phase.end("fold");
-
         self.retry("write batch", || self.store.write(&output))
             .await?;
         phase.end("write");
@@ -288,20 +328,37 @@ impl Aggregator {
             .with_label_values(&["redelivery"])
             .inc_by(output.redeliveries_skipped);
         metrics.unpriced.inc_by(output.unpriced);
+        Ok(())
+    }
 
-        let mut offsets = TopicPartitionList::new();
-        for (partition, next) in next_offsets {
-            offsets.add_partition_offset(
-                &self.config.kafka.events_topic,
-                partition,
-                Offset::Offset(next),
-            )?;
-        }
-        if let Err(err) = self.consumer.commit(&offsets, CommitMode::Sync) {
-            // The partition may have moved; its new owner replays and skips what is written.
-            tracing::warn!(%err, "offset commit failed");
-        }
-        phase.end("commit");
+    /// Recomputes this partition's rollups of a time range from the raw event store.
+    async fn rebuild(
+        &mut self,
+        partition: i32,
+        offset: u64,
+        request: RebuildRequest,
+    ) -> anyhow::Result<()> {
+        let range = request.day_range_secs();
+        let raw = self
+            .retry("read raw events", || {
+                self.store.rebuild_events(partition, offset, range)
+            })
+            .await?;
+        let events = raw.len();
+        let output = self.folder.rebuild(partition, offset, range, raw);
+        self.retry("write rebuilt rows", || self.store.write(&output))
+            .await?;
+        self.metrics.rebuilds.inc();
+        tracing::info!(
+            partition,
+            offset,
+            from = range.0,
+            to = range.1,
+            events,
+            sessions = output.sessions.len(),
+            usage_rows = output.usage_hourly.len() + output.usage_daily.len(),
+            "rebuilt rollups"
+        );
         Ok(())
     }
 
@@ -405,15 +462,38 @@ impl Phase {
     }
 }
 
-/// The envelope of a record, or why it cannot be folded.
-fn decode(message: &OwnedMessage) -> Result<Envelope, String> {
+/// What a record on the event topic carries.
+enum Decoded {
+    Event(Box<Envelope>),
+    Rebuild(RebuildRequest),
+}
+
+/// The content of a record, or why it cannot be folded.
+fn decode(message: &OwnedMessage) -> Result<Decoded, String> {
     let payload = message.payload().ok_or("record has no payload")?;
+    let control = message.headers().and_then(|headers| {
+        headers
+            .iter()
+            .find(|h| h.key == CONTROL_HEADER)
+            .and_then(|h| h.value)
+    });
+    if let Some(command) = control {
+        if command != RebuildRequest::COMMAND.as_bytes() {
+            return Err(format!(
+                "unknown control command {:?}",
+                String::from_utf8_lossy(command)
+            ));
+        }
+        return serde_json::from_slice(payload)
+            .map(Decoded::Rebuild)
+            .map_err(|err| format!("undecodable rebuild request: {err}"));
+    }
     #[derive(serde::Deserialize)]
     struct Version {
         v: u32,
     }
     match Envelope::decode(payload) {
-        Ok(envelope) if envelope.v == ENVELOPE_VERSION => Ok(envelope),
+        Ok(envelope) if envelope.v == ENVELOPE_VERSION => Ok(Decoded::Event(Box::new(envelope))),
         Ok(envelope) => Err(format!("unknown envelope version {}", envelope.v)),
         // A newer layout may not decode at all: say so rather than "undecodable".
         Err(err) => match serde_json::from_slice::<Version>(payload) {

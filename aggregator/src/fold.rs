@@ -201,12 +201,7 @@ impl Folder {
     /// Forgets a partition's window and rows (it was revoked).
     pub fn forget_partition(&mut self, partition: i32) {
         self.windows.remove(&partition);
-        self.sessions
-            .retain(|_, row| row.kafka_partition != partition);
-        self.usage.retain(|key, _| key.kafka_partition != partition);
-        self.tools.retain(|key, _| key.kafka_partition != partition);
-        self.loaded_groups
-            .retain(|group| group.kafka_partition != partition);
+        self.forget_rows_of(partition);
     }
 
     /// Forgets all cached state.
@@ -313,6 +308,91 @@ impl Folder {
             .collect();
         self.trim(&touched_sessions, &touched_usage, &touched_tools);
         out
+    }
+
+    /// Recomputes a partition's rows from the raw events of its sessions (as returned by the
+    /// `rebuild_events` query, in offset order): each session whole, and the usage and tool
+    /// rows of buckets in `[from_secs, to_secs)`, priced by the current table. Every row gets
+    /// the control record's offset as its version, so records before it are never applied
+    /// again and records after it fold on top. The partition's cached rows are dropped.
+    pub fn rebuild(
+        &mut self,
+        partition: i32,
+        control_offset: u64,
+        (from_secs, to_secs): (i64, i64),
+        raw: Vec<EventRow>,
+    ) -> FoldOutput {
+        let mut sessions: BTreeMap<SessionKey, SessionRow> = BTreeMap::new();
+        let mut usage: BTreeMap<UsageKey, UsageRow> = BTreeMap::new();
+        let mut tools: BTreeMap<ToolKey, ToolRow> = BTreeMap::new();
+        for row in raw {
+            let (project_id, offset, received_at_ms) =
+                (row.project_id.clone(), row.kafka_offset, row.received_at_ms);
+            let envelope = Envelope::new(&project_id, received_at_ms, row.into_event());
+            let event = &envelope.event;
+            let cost = self.price(&envelope);
+            let key = session_key(&envelope);
+            sessions
+                .entry(key.clone())
+                .or_insert_with(|| SessionRow::empty(&key.0, &key.1, partition))
+                .fold(event, cost, partition, offset);
+            let secs = event.timestamp.0.div_euclid(1000);
+            if secs < from_secs || secs >= to_secs {
+                continue;
+            }
+            for granularity in Granularity::ALL {
+                let key = UsageKey::of(granularity, &project_id, event, partition);
+                usage
+                    .entry(key.clone())
+                    .or_insert_with(|| UsageRow::empty(&key))
+                    .fold(event, cost, offset);
+            }
+            if let Some(key) = ToolKey::of(&project_id, event, partition) {
+                tools
+                    .entry(key.clone())
+                    .or_insert_with(|| ToolRow::empty(&key))
+                    .fold(event, offset);
+            }
+        }
+        self.forget_rows_of(partition);
+        let mut out = FoldOutput {
+            sessions: sessions
+                .into_values()
+                .map(|row| SessionRow {
+                    kafka_offset: control_offset,
+                    ..row
+                })
+                .collect(),
+            tools: tools
+                .into_values()
+                .map(|row| ToolRow {
+                    kafka_offset: control_offset,
+                    ..row
+                })
+                .collect(),
+            ..FoldOutput::default()
+        };
+        for (key, row) in usage {
+            let row = UsageRow {
+                kafka_offset: control_offset,
+                ..row
+            };
+            match key.granularity {
+                Granularity::Hour => out.usage_hourly.push(row),
+                Granularity::Day => out.usage_daily.push(row),
+            }
+        }
+        out
+    }
+
+    /// Drops a partition's cached rows (not its dedup window): they are reloaded on demand.
+    fn forget_rows_of(&mut self, partition: i32) {
+        self.sessions
+            .retain(|_, row| row.kafka_partition != partition);
+        self.usage.retain(|key, _| key.kafka_partition != partition);
+        self.tools.retain(|key, _| key.kafka_partition != partition);
+        self.loaded_groups
+            .retain(|group| group.kafka_partition != partition);
     }
 
     /// Past the cache limit, keeps only what this batch touched; everything else is in

@@ -22,6 +22,15 @@ enum Command {
     Run,
     /// Apply pending schema migrations and exit.
     Migrate,
+    /// Recompute every rollup of a time range from the raw events (re-pricing them with the
+    /// current price table), while folding goes on. Times are YYYY-MM-DD or RFC 3339; the
+    /// range widens to whole UTC days. Running aggregators apply it; this only asks.
+    Rebuild {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+    },
 }
 
 #[tokio::main]
@@ -33,6 +42,18 @@ async fn main() -> anyhow::Result<()> {
         Command::Migrate => {
             let applied = tally_runtime::migrate::run(&config.clickhouse).await?;
             tracing::info!(?applied, database = %config.clickhouse.database, "migrations up to date");
+        }
+        Command::Rebuild { from, to } => {
+            let (from, to) = (
+                tally_aggregator::rebuild::parse_time(&from)?,
+                tally_aggregator::rebuild::parse_time(&to)?,
+            );
+            let partitions = tally_aggregator::rebuild::request(&config.kafka, from, to).await?;
+            println!(
+                "rebuild of [{from}, {to}) requested on {partitions} partitions of {}; \
+                 each aggregator logs \"rebuilt rollups\" and counts tally_aggregator_rebuilds_total as it applies it",
+                config.kafka.events_topic
+            );
         }
         Command::Run => {
             let mut running = tally_aggregator::start(config).await?;

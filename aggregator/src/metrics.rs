@@ -19,6 +19,8 @@ pub struct Metrics {
     pub lag: IntGaugeVec,
     /// Events with usage whose model had no price (folded at zero cost, flagged on the rows).
     pub unpriced: IntCounter,
+    /// Rebuild control records applied.
+    pub rebuilds: IntCounter,
     /// False while ClickHouse writes fail; `/readyz` answers 503 then.
     pub writing: AtomicBool,
 }
@@ -77,8 +79,14 @@ impl Metrics {
             &["partition"],
         )
         .expect("valid metric");
+        let rebuilds = IntCounter::new(
+            "tally_aggregator_rebuilds_total",
+            "Rebuild requests applied (one per partition and request).",
+        )
+        .expect("valid metric");
         for collector in [
-            Box::new(lag.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(rebuilds.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(lag.clone()),
             Box::new(unpriced.clone()),
             Box::new(records.clone()),
             Box::new(rows_written.clone()),
@@ -98,6 +106,7 @@ impl Metrics {
             write_failures,
             assigned_partitions,
             unpriced,
+            rebuilds,
             lag,
             writing: AtomicBool::new(true),
         }

@@ -5,7 +5,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use tally_schema::queries;
 use tally_schema::rollups::{Granularity, ToolRow, UsageRow};
-use tally_schema::rows::SessionRow;
+use tally_schema::rows::{EventRow, SessionRow};
 
 /// An id of the raw event store, to rebuild a partition's dedup window.
 #[derive(Debug, Row, Deserialize)]
@@ -61,6 +61,25 @@ impl Store {
             .bind(project_id)
             .bind(bucket)
             .bind(partition)
+            .fetch_all()
+            .await
+    }
+
+    /// The raw events a rebuild of `partition` folds again (see `queries::REBUILD_EVENTS`).
+    pub async fn rebuild_events(
+        &self,
+        partition: i32,
+        control_offset: u64,
+        (from_secs, to_secs): (i64, i64),
+    ) -> Result<Vec<EventRow>, clickhouse::error::Error> {
+        self.client
+            .query(queries::REBUILD_EVENTS.sql)
+            .bind(partition)
+            .bind(control_offset)
+            .bind(partition)
+            .bind(control_offset)
+            .bind(from_secs)
+            .bind(to_secs)
             .fetch_all()
             .await
     }

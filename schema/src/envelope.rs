@@ -42,3 +42,27 @@ impl Envelope {
         serde_json::from_slice(payload)
     }
 }
+
+/// Header that marks a control record on the event topic; its value names the command.
+pub const CONTROL_HEADER: &str = "tally-control";
+
+/// The `rebuild` control command: every aggregator recomputes, from the raw event store, the
+/// rollups of its partition for `[from_ms, to_ms)` (widened to whole UTC days), as of the
+/// control record's offset. Sent to every partition by `tally-aggregator rebuild`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebuildRequest {
+    pub from_ms: i64,
+    pub to_ms: i64,
+}
+
+impl RebuildRequest {
+    pub const COMMAND: &'static str = "rebuild";
+
+    /// The range widened to whole UTC days, in Unix seconds, so daily rows are rebuilt whole.
+    pub fn day_range_secs(&self) -> (i64, i64) {
+        let day = 86_400;
+        let from = self.from_ms.div_euclid(1000).div_euclid(day) * day;
+        let to = (self.to_ms.div_euclid(1000) + day - 1).div_euclid(day) * day;
+        (from, to.max(from + day))
+    }
+}

@@ -54,6 +54,14 @@ pub const TOOL_USAGE_GROUP: Query = Query {
     sql: include_str!("../queries/tool_usage_group.sql"),
 };
 
+/// The raw events a rebuild folds again: those of one partition's sessions that have an
+/// event in a time range, below the control record's offset, in offset order.
+/// Binds: partition, offset, partition, offset, from (Unix s), to (Unix s).
+pub const REBUILD_EVENTS: Query = Query {
+    name: "rebuild_events",
+    sql: include_str!("../queries/rebuild_events.sql"),
+};
+
 /// Every query, for the cross-engine test.
 pub const ALL: &[Query] = &[
     SESSION_TIMELINE,
@@ -63,4 +71,5 @@ pub const ALL: &[Query] = &[
     USAGE_HOURLY_GROUP,
     USAGE_DAILY_GROUP,
     TOOL_USAGE_GROUP,
+    REBUILD_EVENTS,
 ];

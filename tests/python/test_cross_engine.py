@@ -209,13 +209,19 @@ EXPECTED = {
     "usage_hourly_group": (["a", HOUR, 0], ["acct-1 5 14", "acct-2 1 14"]),
     "usage_daily_group": (["a", DAY, 0], ["acct-1 5 14"]),
     "tool_usage_group": (["a", HOUR, 0], ["search 4 9"]),
+    # Sessions of partition 0 with an event in [T0 - 10 s, T0 + 10 s), below offset 5, in
+    # offset order: a/s1 whole (its duplicate e-3 once) and b/s1; a/s2's event is at offset 5.
+    "rebuild_events": (
+        [0, 5, 0, 5, T0 // 1000 - 10, T0 // 1000 + 10],
+        ["e-2a", "e-1", "e-2b", "e-3", "e-9"],
+    ),
 }
 
 
 def summarize(name, output):
     """The columns each expectation looks at."""
     rows = [line.split("\t") for line in output.splitlines() if line]
-    if name == "session_timeline":
+    if name in ("session_timeline", "rebuild_events"):
         return [r[2] for r in rows]
     if name in ("session_rollup", "sessions_by_id"):
         return sorted(f"{r[1]} {r[5]} {r[21]}" for r in rows)
@@ -252,7 +258,8 @@ def test_engines_agree_row_for_row():
         assert int(embedded.version().split(".")[0]) >= 24, embedded.version()
         for name, (binds, _) in EXPECTED.items():
             sql = bind(QUERIES[name], binds) + "\nFORMAT TabSeparated"
-            normalize = lambda out: sorted(out.splitlines()) if name != "session_timeline" else out.splitlines()
+            ordered = name in ("session_timeline", "rebuild_events")
+            normalize = lambda out: out.splitlines() if ordered else sorted(out.splitlines())
             assert normalize(server.execute(sql)) == normalize(embedded.execute(sql)), name
     finally:
         server.close()

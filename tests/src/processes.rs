@@ -40,6 +40,8 @@ pub struct FoldStage {
     pub log_dir: PathBuf,
     /// Batch size of the aggregators it starts (small, so tests cross many commit points).
     pub batch_max_events: usize,
+    /// More environment for the aggregators it starts (`TALLY_PRICES_FILE`, …).
+    pub extra_env: Vec<(String, String)>,
 }
 
 impl FoldStage {
@@ -74,6 +76,7 @@ impl FoldStage {
             clickhouse,
             log_dir,
             batch_max_events: 250,
+            extra_env: Vec::new(),
         }
     }
 
@@ -107,9 +110,23 @@ impl FoldStage {
             .env("TALLY_CLICKHOUSE__URL", &self.clickhouse.url)
             .env("TALLY_CLICKHOUSE__DATABASE", &self.clickhouse.database)
             .env("RUST_LOG", "warn")
+            .envs(self.extra_env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdout(Stdio::null())
             .stderr(log);
         command.spawn().expect("aggregator starts")
+    }
+
+    /// Runs `tally-aggregator <args>` against this stage's topic and database to completion.
+    pub fn run_command(&self, args: &[&str]) -> std::process::Output {
+        Command::new(aggregator_binary())
+            .args(args)
+            .env("TALLY_KAFKA__BROKERS", &self.kafka.brokers)
+            .env("TALLY_KAFKA__EVENTS_TOPIC", &self.kafka.events_topic)
+            .env("TALLY_CLICKHOUSE__URL", &self.clickhouse.url)
+            .env("TALLY_CLICKHOUSE__DATABASE", &self.clickhouse.database)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("tally-aggregator runs")
     }
 
     /// Publishes envelopes as ingest would (key `project:session`, acks=all), in chunks,
