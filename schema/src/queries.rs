@@ -62,6 +62,25 @@ pub const REBUILD_EVENTS: Query = Query {
     sql: include_str!("../queries/rebuild_events.sql"),
 };
 
+/// Usage totals per account and model of one project, over `usage_hourly`. Binds: project_id.
+pub const USAGE_TOTALS_HOURLY: Query = Query {
+    name: "usage_totals_hourly",
+    sql: include_str!("../queries/usage_totals_hourly.sql"),
+};
+
+/// The same totals over `usage_daily`. Binds: project_id.
+pub const USAGE_TOTALS_DAILY: Query = Query {
+    name: "usage_totals_daily",
+    sql: include_str!("../queries/usage_totals_daily.sql"),
+};
+
+/// Tokens, cost and LLM responses per account and calendar month (UTC), from the daily
+/// rollup. Binds: project_id.
+pub const ACCOUNT_MONTH_USAGE: Query = Query {
+    name: "account_month_usage",
+    sql: include_str!("../queries/account_month_usage.sql"),
+};
+
 /// Every query, for the cross-engine test.
 pub const ALL: &[Query] = &[
     SESSION_TIMELINE,
@@ -72,4 +91,7 @@ pub const ALL: &[Query] = &[
     USAGE_DAILY_GROUP,
     TOOL_USAGE_GROUP,
     REBUILD_EVENTS,
+    USAGE_TOTALS_HOURLY,
+    USAGE_TOTALS_DAILY,
+    ACCOUNT_MONTH_USAGE,
 ];

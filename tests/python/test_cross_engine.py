@@ -211,6 +211,10 @@ EXPECTED = {
     "tool_usage_group": (["a", HOUR, 0], ["search 4 9"]),
     # Sessions of partition 0 with an event in [T0 - 10 s, T0 + 10 s), below offset 5, in
     # offset order: a/s1 whole (its duplicate e-3 once) and b/s1; a/s2's event is at offset 5.
+    # Partition 0's latest acct-1 row (5 events) plus partition 1's (2) and acct-2's (1).
+    "usage_totals_hourly": (["a"], ["acct-1 7 700", "acct-2 1 100"]),
+    "usage_totals_daily": (["a"], ["acct-1 5 500"]),
+    "account_month_usage": (["a"], ["acct-1 2025-11-01 550 1750"]),
     "rebuild_events": (
         [0, 5, 0, 5, T0 // 1000 - 10, T0 // 1000 + 10],
         ["e-2a", "e-1", "e-2b", "e-3", "e-9"],
@@ -229,6 +233,10 @@ def summarize(name, output):
         return sorted(f"{r[0]} {r[1]} {r[2]}" for r in rows)
     if name in ("usage_hourly_group", "usage_daily_group"):
         return sorted(f"{r[2]} {r[6]} {r[23]}" for r in rows)
+    if name in ("usage_totals_hourly", "usage_totals_daily"):
+        return sorted(f"{r[0]} {r[2]} {r[3]}" for r in rows)
+    if name == "account_month_usage":
+        return sorted(f"{r[0]} {r[1]} {r[2]} {r[3]}" for r in rows)
     if name == "tool_usage_group":
         return sorted(f"{r[2]} {r[5]} {r[11]}" for r in rows)
     raise AssertionError(f"no summary for {name}")

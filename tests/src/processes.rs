@@ -196,15 +196,12 @@ impl FoldStage {
             provided_cost_nanos: i64,
         }
         let client = self.clickhouse.client();
-        let sql = format!(
-            "SELECT account_id, model, sum(events) AS events, sum(input_tokens) AS input_tokens, \
-             sum(output_tokens) AS output_tokens, sum(cache_read_tokens) AS cache_read_tokens, \
-             sum(cache_write_tokens) AS cache_write_tokens, sum(cost_nanos) AS cost_nanos, \
-             sum(provided_cost_nanos) AS provided_cost_nanos \
-             FROM {usage_table} FINAL WHERE project_id = ? GROUP BY account_id, model"
-        );
+        let sql = match usage_table {
+            "usage_daily" => tally_schema::queries::USAGE_TOTALS_DAILY.sql,
+            _ => tally_schema::queries::USAGE_TOTALS_HOURLY.sql,
+        };
         let rows: Vec<UsageTotals> = client
-            .query(&sql)
+            .query(sql)
             .bind(project_id)
             .fetch_all()
             .await

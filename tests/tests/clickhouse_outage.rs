@@ -1,4 +1,4 @@
-//! ClickHouse goes away for half a minute while events keep coming: the aggregator stops
+//! ClickHouse goes away for a minute while events keep coming: the aggregator stops
 //! committing, retries with backoff, reports not-ready and its failures in metrics, and once
 //! ClickHouse is back it catches up with every total exact.
 
@@ -7,7 +7,7 @@ use tally_tests::private_stack::{free_port, PrivatePart};
 use tally_tests::processes::{terminate, FoldStage};
 use tally_tests::replay::Replay;
 
-const DOWNTIME: Duration = Duration::from_secs(30);
+const DOWNTIME: Duration = Duration::from_secs(60);
 
 async fn status(http: &reqwest::Client, url: &str) -> Option<u16> {
     http.get(url).send().await.ok().map(|r| r.status().as_u16())
