@@ -39,7 +39,7 @@ bench="$STATE/bench"
 mkdir -p "$bench"
 key="bench_$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 hash="$(printf %s "$key" | sha256sum | cut -d' ' -f1)"
-printf 'listen = "127.0.0.1:18090"\n[[projects]]\nid = "bench"\nkeys = [{ sha256 = "%s", scopes = ["ingest", "read"] }]\n' "$hash" >"$bench/ingest.toml"
+printf 'listen = "127.0.0.1:18090"\n[rate_limit]\nrequests_per_second = 0.0\nevents_per_second = 0.0\n[[projects]]\nid = "bench"\nkeys = [{ sha256 = "%s", scopes = ["ingest", "read"] }]\n' "$hash" >"$bench/ingest.toml"
 export TALLY_KAFKA__EVENTS_TOPIC="tally.bench.$run_id" TALLY_CLICKHOUSE__DATABASE="$database"
 
 TALLY_LISTEN=127.0.0.1:18091 TALLY_GROUP_ID="tally-bench-$run_id" RUST_LOG=warn \

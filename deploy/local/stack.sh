@@ -37,6 +37,8 @@ install_debian() {
   local missing=()
   command -v clickhouse-server >/dev/null || missing+=(clickhouse-server clickhouse-client)
   command -v curl >/dev/null || missing+=(curl)
+  # promtool (from Debian's prometheus package) checks the services' metrics in the tests.
+  command -v promtool >/dev/null || missing+=(prometheus)
   command -v java >/dev/null || missing+=(default-jre-headless)
   command -v mvn >/dev/null || missing+=(maven)
   command -v python3 >/dev/null || missing+=(python3 python3-venv)

@@ -37,6 +37,31 @@ pub struct ProjectConfig {
     /// The project's id: letters, digits, `-` and `_`.
     pub id: String,
     pub keys: Vec<KeyConfig>,
+    /// What ingest removes from this project's events before they leave it.
+    #[serde(default)]
+    pub redact: Redaction,
+}
+
+/// Redaction applied by ingest, before anything is published.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Redaction {
+    /// Drop every event's `content`.
+    pub drop_content: bool,
+    /// Replace `account_id` with the hex SHA-256 of `project_id:account_id`, so usage is
+    /// still per account but the account's own id never reaches Kafka or ClickHouse.
+    pub hash_account_id: bool,
+}
+
+impl Redaction {
+    pub fn apply(&self, project_id: &str, event: &mut tally_schema::Event) {
+        if self.drop_content {
+            event.content = None;
+        }
+        if self.hash_account_id {
+            event.account_id = hash_key(&format!("{project_id}:{}", event.account_id));
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,11 +82,15 @@ pub fn hash_key(key: &str) -> String {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
     pub project_id: String,
+    /// The key's hash: identifies the key (for rate limits) without holding it.
+    pub key_id: String,
+    pub redact: Redaction,
 }
 
 struct KeyEntry {
     project_id: String,
     scopes: Vec<Scope>,
+    redact: Redaction,
 }
 
 /// Key hash → project and scopes.
@@ -93,6 +122,7 @@ impl KeyRing {
                 let entry = KeyEntry {
                     project_id: project.id.clone(),
                     scopes: key.scopes.clone(),
+                    redact: project.redact,
                 };
                 if keys.insert(hash, entry).is_some() {
                     anyhow::bail!("a key hash is configured twice");
@@ -112,15 +142,15 @@ impl KeyRing {
             .map(str::trim)
             .filter(|k| !k.is_empty())
             .ok_or(ApiError::Unauthorized)?;
-        let entry = self
-            .keys
-            .get(&hash_key(key))
-            .ok_or(ApiError::Unauthorized)?;
+        let key_id = hash_key(key);
+        let entry = self.keys.get(&key_id).ok_or(ApiError::Unauthorized)?;
         if !entry.scopes.contains(&scope) {
             return Err(ApiError::Forbidden(scope.action()));
         }
         Ok(Principal {
             project_id: entry.project_id.clone(),
+            key_id,
+            redact: entry.redact,
         })
     }
 }

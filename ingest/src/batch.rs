@@ -6,7 +6,7 @@ use crate::body::{read_json_body, require_json};
 use crate::error::ApiError;
 use crate::server::AppState;
 use crate::sink::SinkRecord;
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
 use std::time::Instant;
@@ -26,6 +26,11 @@ pub async fn post_batch(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = state.keys.authorize(&request, Scope::Ingest)?;
+    let (limit_state, taken) = state.limiter.request(&principal.key_id, Instant::now());
+    request.extensions_mut().insert(limit_state);
+    taken.map_err(|limited| ApiError::RateLimited {
+        retry_after_secs: limited.retry_after_secs,
+    })?;
     require_json(&request)?;
     let body = read_json_body(&request, payload, state.config.max_body_bytes).await?;
 
@@ -35,6 +40,13 @@ pub async fn post_batch(
         BatchError::InvalidBatch(_) => ApiError::bad_request("invalid_batch", err.to_string()),
         BatchError::TooManyEvents { .. } => ApiError::PayloadTooLarge(err.to_string()),
     })?;
+    let events = parsed.events.len();
+    state
+        .limiter
+        .events(&principal.key_id, events, Instant::now())
+        .map_err(|limited| ApiError::RateLimited {
+            retry_after_secs: limited.retry_after_secs,
+        })?;
     let metrics = &state.metrics;
     metrics
         .batch_events
@@ -45,7 +57,8 @@ pub async fn post_batch(
     let records: Vec<SinkRecord> = parsed
         .events
         .into_iter()
-        .map(|event| {
+        .map(|mut event| {
+            principal.redact.apply(&principal.project_id, &mut event);
             let envelope = Envelope::new(&principal.project_id, received_at_ms, event);
             SinkRecord {
                 key: envelope.key(),

@@ -2,6 +2,7 @@
 //! (`TALLY_LISTEN=127.0.0.1:8080`, `TALLY_KAFKA__BROKERS=…`, `TALLY_LIMITS__MAX_BATCH_EVENTS=…`).
 
 use crate::auth::ProjectConfig;
+use crate::ratelimit::RateLimitConfig;
 use crate::sink::ProducerConfig;
 use serde::{Deserialize, Serialize};
 use tally_runtime::clickhouse::ClickHouseConfig;
@@ -23,6 +24,8 @@ pub struct IngestConfig {
     pub producer: ProducerConfig,
     pub clickhouse: ClickHouseConfig,
     pub limits: Limits,
+    /// Per-key rate limits of the write path.
+    pub rate_limit: RateLimitConfig,
     /// Projects and their keys (stored as SHA-256 hashes).
     pub projects: Vec<ProjectConfig>,
 }
@@ -38,6 +41,7 @@ impl Default for IngestConfig {
             producer: ProducerConfig::default(),
             clickhouse: ClickHouseConfig::default(),
             limits: Limits::default(),
+            rate_limit: RateLimitConfig::default(),
             projects: Vec::new(),
         }
     }

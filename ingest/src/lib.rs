@@ -9,9 +9,13 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod ratelimit;
 pub mod server;
 pub mod sessions;
 pub mod sink;
+
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 

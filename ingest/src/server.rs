@@ -5,13 +5,14 @@ use crate::auth::KeyRing;
 use crate::config::IngestConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::ratelimit::{RateLimitState, RateLimiter};
 use crate::sink::EventSink;
 use crate::{batch, sessions};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
@@ -23,6 +24,7 @@ pub struct AppState {
     pub sink: Arc<dyn EventSink>,
     pub clickhouse: clickhouse::Client,
     pub metrics: Metrics,
+    pub limiter: RateLimiter,
 }
 
 impl AppState {
@@ -30,6 +32,7 @@ impl AppState {
         Ok(Self {
             keys: KeyRing::new(&config.projects)?,
             clickhouse: config.clickhouse.client(),
+            limiter: RateLimiter::new(config.rate_limit.clone()),
             sink,
             metrics: Metrics::new(),
             config,
@@ -142,6 +145,21 @@ async fn observe(
     }
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID.clone(), value);
+    }
+    let rate_limit = response
+        .request()
+        .extensions()
+        .get::<RateLimitState>()
+        .copied();
+    if let Some(state) = rate_limit {
+        let headers = response.headers_mut();
+        for (name, value) in [
+            ("x-ratelimit-limit", state.limit),
+            ("x-ratelimit-remaining", state.remaining),
+            ("x-ratelimit-reset", state.reset_secs),
+        ] {
+            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+        }
     }
     tracing::info!(
         request_id = %request_id,

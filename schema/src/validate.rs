@@ -120,6 +120,12 @@ pub fn parse_batch(
     limits: &Limits,
     now: DateTime<Utc>,
 ) -> Result<ParsedBatch, BatchError> {
+    // serde would also read a struct from a JSON array; the contract wants an object.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
+        return Err(BatchError::InvalidBatch(
+            "body must be an object with a `batch` array of events, not an array".into(),
+        ));
+    }
     let parsed: BatchBody = serde_json::from_slice(body).map_err(|err| {
         if err.is_data() {
             BatchError::InvalidBatch(format!(

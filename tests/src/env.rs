@@ -7,7 +7,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
 use tally_aggregator::config::AggregatorConfig;
-use tally_ingest::auth::{KeyConfig, ProjectConfig, Scope};
+use tally_ingest::auth::{KeyConfig, ProjectConfig, Redaction, Scope};
 use tally_ingest::config::IngestConfig;
 use tally_runtime::clickhouse::ClickHouseConfig;
 use tally_runtime::kafka::KafkaConfig;
@@ -57,6 +57,9 @@ pub struct Options {
     pub max_body_bytes: Option<usize>,
     pub max_batch_events: Option<usize>,
     pub without_aggregator: bool,
+    /// Redaction of project `b`.
+    pub redact_b: Redaction,
+    pub rate_limit: Option<tally_ingest::ratelimit::RateLimitConfig>,
 }
 
 impl TestEnv {
@@ -92,10 +95,12 @@ impl TestEnv {
                 ProjectConfig {
                     id: "a".into(),
                     keys: vec![key_a_config, read_key_a_config],
+                    redact: Redaction::default(),
                 },
                 ProjectConfig {
                     id: "b".into(),
                     keys: vec![key_b_config],
+                    redact: options.redact_b,
                 },
             ],
             shutdown_timeout_secs: 5,
@@ -104,6 +109,9 @@ impl TestEnv {
         if let Some(ms) = options.delivery_timeout_ms {
             ingest_config.producer.delivery_timeout_ms = ms;
             ingest_config.producer.retry_after_secs = 1;
+        }
+        if let Some(rate_limit) = options.rate_limit.clone() {
+            ingest_config.rate_limit = rate_limit;
         }
         if let Some(bytes) = options.max_body_bytes {
             ingest_config.max_body_bytes = bytes;
@@ -277,5 +285,34 @@ impl Drop for TestEnv {
             }
         });
         let _ = cleanup.join();
+    }
+}
+
+/// Runs `promtool check metrics` on a Prometheus text exposition; returns its complaints.
+pub fn promtool_check_metrics(exposition: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|err| {
+            format!("cannot run promtool (deploy/local/stack.sh install provides it): {err}")
+        })?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(exposition.as_bytes())
+            .map_err(|err| err.to_string())?;
+    }
+    let output = child.wait_with_output().map_err(|err| err.to_string())?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
     }
 }

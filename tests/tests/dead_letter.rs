@@ -95,5 +95,19 @@ async fn poison_is_dead_lettered_and_folding_goes_on() {
         found[0].1
     );
     assert_eq!(found[1].1, "unknown envelope version 99");
+
+    let metrics = env
+        .http
+        .get(format!("{}/metrics", env.aggregator_url))
+        .send()
+        .await
+        .expect("metrics");
+    let text = metrics.text().await.expect("text");
+    assert!(
+        text.contains("tally_aggregator_records_total{outcome=\"dead_lettered\"} 2"),
+        "{text}"
+    );
+    tally_tests::env::promtool_check_metrics(&text)
+        .expect("promtool accepts the aggregator's metrics");
     env.finish().await;
 }

@@ -265,3 +265,58 @@ async fn a_project_sees_only_its_own_sessions() {
     assert_eq!(response.status(), 403);
     env.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redaction_happens_before_anything_leaves_ingest() {
+    let env = TestEnv::start_with(tally_tests::env::Options {
+        redact_b: tally_ingest::auth::Redaction {
+            drop_content: true,
+            hash_account_id: true,
+        },
+        ..Default::default()
+    })
+    .await;
+    let events =
+        Workload::new(31, Utc::now() - ChronoDuration::minutes(5)).session(0, "acct-secret");
+    assert!(events.iter().any(|e| e.get("content").is_some()));
+    let session_id = events[0]["session_id"]
+        .as_str()
+        .expect("session")
+        .to_owned();
+    assert_eq!(
+        env.post_batch(&env.key_b, &batch_body(&events))
+            .await
+            .status(),
+        200
+    );
+    let timeline = env
+        .poll(
+            &env.key_b,
+            &format!("/v1/sessions/{session_id}/timeline"),
+            WAIT,
+            |b| {
+                b["events"]
+                    .as_array()
+                    .is_some_and(|e| e.len() == events.len())
+            },
+        )
+        .await;
+    let hashed = tally_ingest::auth::hash_key("b:acct-secret");
+    for event in timeline["events"].as_array().expect("events") {
+        assert_eq!(event["account_id"], json!(hashed));
+        assert!(
+            event.get("content").is_none(),
+            "content was dropped: {event}"
+        );
+    }
+    // Nothing of the account's own id reached ClickHouse.
+    let stored: u64 = env
+        .clickhouse_client()
+        .query("SELECT count() FROM events WHERE account_id = ? OR content != ''")
+        .bind("acct-secret")
+        .fetch_one()
+        .await
+        .expect("count");
+    assert_eq!(stored, 0);
+    env.finish().await;
+}

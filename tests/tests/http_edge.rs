@@ -312,7 +312,53 @@ async fn health_and_metrics_answer() {
         text.contains("tally_ingest_http_requests_total{route=\"/v1/batch\",status=\"200\"} 1"),
         "{text}"
     );
+    tally_tests::env::promtool_check_metrics(&text).expect("promtool accepts ingest's metrics");
     let (status, body) = env.get(&env.key_a, "/v1/nowhere").await;
     assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
+    env.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_are_rate_limited_with_headers_on_every_answer() {
+    let env = TestEnv::start_with(Options {
+        without_aggregator: true,
+        rate_limit: Some(tally_ingest::ratelimit::RateLimitConfig {
+            requests_per_second: 0.2,
+            request_burst: 2.0,
+            events_per_second: 0.0,
+            event_burst: 0.0,
+        }),
+        ..Options::default()
+    })
+    .await;
+    let body = batch_body(&events(2));
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let response = env.post_batch(&env.key_a, &body).await;
+        let header = |name: &str| {
+            response
+                .headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        assert_eq!(header("x-ratelimit-limit").as_deref(), Some("2"));
+        assert!(header("x-ratelimit-reset").is_some());
+        remaining.push((
+            response.status().as_u16(),
+            header("x-ratelimit-remaining"),
+            header("retry-after"),
+        ));
+    }
+    assert_eq!(remaining[0], (200, Some("1".into()), None));
+    assert_eq!(remaining[1], (200, Some("0".into()), None));
+    assert_eq!(remaining[2].0, 429);
+    assert_eq!(
+        remaining[2].2.as_deref(),
+        Some("5"),
+        "one token comes back in 5 s"
+    );
+    // Another project's key is not affected.
+    assert_eq!(env.post_batch(&env.key_b, &body).await.status(), 200);
     env.finish().await;
 }

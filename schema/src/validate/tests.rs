@@ -253,6 +253,7 @@ fn envelope_errors_fail_the_request() {
     let cases: Vec<(&[u8], &str)> = vec![
         (b"{not json", "invalid_json"),
         (b"[]", "invalid_batch"),
+        (b" [[{}]]", "invalid_batch"),
         (b"{\"events\": []}", "invalid_batch"),
         (b"{\"batch\": {}}", "invalid_batch"),
         (b"{\"batch\": []}", "invalid_batch"),

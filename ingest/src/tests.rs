@@ -1,0 +1,201 @@
+//! The HTTP layer alone, with a fake sink in place of Kafka: the write path's answers for
+//! arbitrary and mutated bodies, sink failures, redaction and the published records.
+
+use crate::auth::{hash_key, KeyConfig, ProjectConfig, Redaction, Scope};
+use crate::config::IngestConfig;
+use crate::server::{routes, AppState};
+use crate::sink::{EventSink, SinkError, SinkRecord};
+use actix_web::{test as actix_test, web, App};
+use futures::future::BoxFuture;
+use proptest::prelude::*;
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+#[derive(Default)]
+struct FakeSink {
+    records: Mutex<Vec<SinkRecord>>,
+    failing: AtomicBool,
+}
+
+impl EventSink for FakeSink {
+    fn publish(&self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), SinkError>> {
+        Box::pin(async move {
+            if self.failing.load(Ordering::Relaxed) {
+                return Err(SinkError::Unavailable("broker down".into()));
+            }
+            self.records.lock().expect("lock").extend(records);
+            Ok(())
+        })
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.failing.load(Ordering::Relaxed)
+    }
+}
+
+const KEY: &str = "test-key";
+
+fn state(sink: Arc<FakeSink>, redact: Redaction) -> web::Data<AppState> {
+    let config = IngestConfig {
+        projects: vec![ProjectConfig {
+            id: "p".into(),
+            keys: vec![KeyConfig {
+                sha256: hash_key(KEY),
+                scopes: vec![Scope::Ingest],
+            }],
+            redact,
+        }],
+        ..IngestConfig::default()
+    };
+    web::Data::new(AppState::new(config, sink).expect("state"))
+}
+
+fn event(i: u32) -> Value {
+    json!({
+        "event_id": format!("0193a1b2-0000-7000-8000-{i:012}"),
+        "type": "user_message",
+        "timestamp": chrono::Utc::now().to_rfc3339(),
+        "session_id": format!("s-{}", i % 3),
+        "account_id": "acct-1",
+        "content": {"text": "hi"},
+    })
+}
+
+async fn post(state: web::Data<AppState>, body: Vec<u8>) -> (u16, Value, Option<String>) {
+    let app = actix_test::init_service(App::new().app_data(state).configure(routes)).await;
+    let request = actix_test::TestRequest::post()
+        .uri("/v1/batch")
+        .insert_header(("authorization", format!("Bearer {KEY}")))
+        .insert_header(("content-type", "application/json"))
+        .set_payload(body)
+        .to_request();
+    let response = actix_test::call_service(&app, request).await;
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let body: Value =
+        serde_json::from_slice(&actix_test::read_body(response).await).unwrap_or(Value::Null);
+    (status, body, retry_after)
+}
+
+#[actix_web::test]
+async fn accepted_events_are_published_keyed_by_session() {
+    let sink = Arc::new(FakeSink::default());
+    let batch = json!({"batch": [event(1), event(2), {"type": "nope"}]});
+    let (status, body, _) = post(
+        state(sink.clone(), Redaction::default()),
+        batch.to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!((status, &body["accepted"]), (200, &json!(2)));
+    let records = sink.records.lock().expect("lock");
+    let keys: Vec<&str> = records.iter().map(|r| r.key.as_str()).collect();
+    assert_eq!(keys, ["p:s-1", "p:s-2"]);
+    let envelope = tally_schema::Envelope::decode(&records[0].payload).expect("envelope");
+    assert_eq!(envelope.project_id, "p");
+}
+
+#[actix_web::test]
+async fn a_failing_sink_answers_503_with_retry_after() {
+    let sink = Arc::new(FakeSink::default());
+    sink.failing.store(true, Ordering::Relaxed);
+    let (status, body, retry_after) = post(
+        state(sink, Redaction::default()),
+        json!({"batch": [event(1)]}).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable"))
+    );
+    assert_eq!(retry_after.as_deref(), Some("2"));
+}
+
+#[actix_web::test]
+async fn redaction_applies_before_publishing() {
+    let sink = Arc::new(FakeSink::default());
+    let redact = Redaction {
+        drop_content: true,
+        hash_account_id: true,
+    };
+    let (status, _, _) = post(
+        state(sink.clone(), redact),
+        json!({"batch": [event(1)]}).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let records = sink.records.lock().expect("lock");
+    let envelope = tally_schema::Envelope::decode(&records[0].payload).expect("envelope");
+    assert_eq!(envelope.event.content, None);
+    assert_eq!(envelope.event.account_id, hash_key("p:acct-1"));
+    assert!(!String::from_utf8_lossy(&records[0].payload).contains("acct-1"));
+}
+
+fn any_json() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(Value::from),
+        ".{0,20}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(3, 16, 4, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+            prop::collection::btree_map("[a-z_]{1,10}", inner, 0..4)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// A body: arbitrary bytes, arbitrary JSON, or a batch of valid events with edits.
+fn any_body() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..256),
+        any_json().prop_map(|v| v.to_string().into_bytes()),
+        (prop::collection::vec((0u32..50, prop::option::of(any_json())), 1..8)).prop_map(|edits| {
+            let batch: Vec<Value> = edits
+                .into_iter()
+                .map(|(i, edit)| {
+                    let mut e = event(i);
+                    if let Some(value) = edit {
+                        let field = [
+                            "event_id",
+                            "type",
+                            "timestamp",
+                            "session_id",
+                            "account_id",
+                            "content",
+                        ][i as usize % 6];
+                        e[field] = value;
+                    }
+                    e
+                })
+                .collect();
+            json!({ "batch": batch }).to_string().into_bytes()
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 500, ..ProptestConfig::default() })]
+
+    #[test]
+    fn every_body_gets_a_contract_answer(body in any_body()) {
+        let runtime = actix_web::rt::System::new();
+        let (status, answer, _) = runtime.block_on(post(state(Arc::new(FakeSink::default()), Redaction::default()), body.clone()));
+        prop_assert!(matches!(status, 200 | 400 | 413), "status {status}: {answer}");
+        if status == 200 {
+            let batch_len = serde_json::from_slice::<Value>(&body).ok()
+                .and_then(|v| v["batch"].as_array().map(Vec::len)).unwrap_or(0) as u64;
+            let accepted = answer["accepted"].as_u64().unwrap_or(u64::MAX);
+            let rejected = answer["rejected"].as_array().map(Vec::len).unwrap_or(usize::MAX) as u64;
+            prop_assert_eq!(accepted + rejected, batch_len);
+        } else {
+            prop_assert!(answer["error"]["code"].is_string() && answer["error"]["message"].is_string(), "{answer}");
+        }
+    }
+}
