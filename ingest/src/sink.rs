@@ -30,6 +30,11 @@ pub trait EventSink: Send + Sync + 'static {
 
     /// Whether the sink can currently reach its backend.
     fn is_ready(&self) -> bool;
+
+    /// Records accepted but not yet acknowledged by the backend.
+    fn queue_len(&self) -> i64 {
+        0
+    }
 }
 
 /// Producer settings of ingest.
@@ -102,11 +107,6 @@ impl KafkaSink {
             tracing::warn!(%err, "producer flush did not complete");
         }
     }
-
-    /// Records waiting in the producer's queue.
-    pub fn queue_len(&self) -> i32 {
-        self.producer.in_flight_count()
-    }
 }
 
 impl EventSink for KafkaSink {
@@ -141,6 +141,10 @@ impl EventSink for KafkaSink {
 
     fn is_ready(&self) -> bool {
         self.ready.load(Ordering::Relaxed)
+    }
+
+    fn queue_len(&self) -> i64 {
+        i64::from(self.producer.in_flight_count())
     }
 }
 
