@@ -4,9 +4,12 @@
 #     for 30 s: accepted events/s, p50/p99 latency, time until ClickHouse holds every event;
 #  2. freshness: 20,000 events/s for 30 s with a probe session every 250 ms: post → rollup
 #     readable through the read API, p50/p99;
-#  3. fold: tally-foldbench, the aggregator alone on a preloaded topic, next to the rate at
+#  3. ingest alone (aggregator stopped) at batch sizes 1, 10, 100 and 1000, gzip off and on,
+#     and a bare rdkafka producer sending the same records to the same broker: the ceiling;
+#  4. fold: tally-foldbench, the aggregator alone on a preloaded topic, next to the rate at
 #     which ClickHouse takes the same rows inserted directly.
-# BENCH_SECONDS, BENCH_BATCH, BENCH_CONCURRENCY, BENCH_RATE and BENCH_FOLD_SESSIONS change it.
+# BENCH_SECONDS, BENCH_MATRIX_SECONDS, BENCH_BATCH, BENCH_CONCURRENCY, BENCH_RATE and
+# BENCH_FOLD_SESSIONS change it.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -60,7 +63,19 @@ echo "== 2. freshness at ${BENCH_RATE:-20000} events/s"
 "$TARGET/release/tally-loadgen" --url http://127.0.0.1:18090 --key "$key" --project bench --seed 2 \
   --duration-secs "${BENCH_SECONDS:-30}" --batch-size "${BENCH_BATCH:-100}" \
   --concurrency "${BENCH_CONCURRENCY:-8}" --rate "${BENCH_RATE:-20000}" --probe-every-ms 250
+# Ingest alone: the aggregator stops so it does not compete for the cores.
+kill -TERM "${pids[0]}" 2>/dev/null || true; wait "${pids[0]}" 2>/dev/null || true
+echo "== 3. ingest alone: batch sizes and gzip, ${BENCH_MATRIX_SECONDS:-10} s each, next to a bare producer"
+for batch in 1 10 100 1000; do
+  for gzip in "" "--gzip"; do
+    "$TARGET/release/tally-loadgen" --url http://127.0.0.1:18090 --key "$key" --project bench --seed 3 \
+      --duration-secs "${BENCH_MATRIX_SECONDS:-10}" --batch-size "$batch" --concurrency "${BENCH_CONCURRENCY:-8}" $gzip \
+      | grep -E "batch_size|events_per_sec|latency"
+  done
+done
+"$TARGET/release/tally-producerbench" --duration-secs "${BENCH_MATRIX_SECONDS:-10}" --batch-size 100 \
+  --brokers "127.0.0.1:${TALLY_KAFKA_PORT:-9092}"
 for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
 pids=()
-echo "== 3. fold rate against direct inserts"
+echo "== 4. fold rate against direct inserts"
 "$TARGET/release/tally-foldbench" --sessions "${BENCH_FOLD_SESSIONS:-30000}"

@@ -312,7 +312,10 @@ async fn health_and_metrics_answer() {
         text.contains("tally_ingest_http_requests_total{route=\"/v1/batch\",status=\"200\"} 1"),
         "{text}"
     );
-    assert!(text.contains("tally_ingest_kafka_producer_queue_messages 0"), "{text}");
+    assert!(
+        text.contains("tally_ingest_kafka_producer_queue_messages 0"),
+        "{text}"
+    );
     tally_tests::env::promtool_check_metrics(&text).expect("promtool accepts ingest's metrics");
     let (status, body) = env.get(&env.key_a, "/v1/nowhere").await;
     assert_eq!((status, &body["error"]["code"]), (404, &json!("not_found")));
