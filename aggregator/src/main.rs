@@ -36,7 +36,7 @@ enum Command {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tally_runtime::logging::init();
+    let _telemetry = tally_runtime::logging::init_service("tally-aggregator");
     let config: AggregatorConfig = tally_runtime::config::load(cli.config.as_deref())?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Migrate => {

@@ -26,6 +26,7 @@ pub async fn post_batch(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let principal = state.keys.authorize(&request, Scope::Ingest)?;
+    tracing::Span::current().record("project", principal.project_id.as_str());
     let (limit_state, taken) = state.limiter.request(&principal.key_id, Instant::now());
     request.extensions_mut().insert(limit_state);
     taken.map_err(|limited| ApiError::RateLimited {
@@ -47,6 +48,7 @@ pub async fn post_batch(
         .map_err(|limited| ApiError::RateLimited {
             retry_after_secs: limited.retry_after_secs,
         })?;
+    tracing::Span::current().record("batch_size", parsed.events.len() + parsed.rejected.len());
     let metrics = &state.metrics;
     metrics
         .batch_events

@@ -22,7 +22,7 @@ struct Cli {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    tally_runtime::logging::init();
+    let _telemetry = tally_runtime::logging::init_service("tally-ingest");
     let config: IngestConfig = tally_runtime::config::load(cli.config.as_deref())?;
     if cli.print_config {
         println!("{}", toml_like(&config));

@@ -16,6 +16,7 @@ use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
+use tracing::Instrument;
 
 /// Everything a handler needs, shared by all workers.
 pub struct AppState {
@@ -121,13 +122,25 @@ async fn observe(
     let method = request.method().to_string();
     let path = request.path().to_owned();
 
-    let result = next.call(request).await;
+    // One span per request; the batch handler adds the project and the batch size.
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {path}"),
+        http.request.method = %method,
+        url.path = %path,
+        request_id = %request_id,
+        project = tracing::field::Empty,
+        batch_size = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    let result = next.call(request).instrument(span.clone()).await;
 
     if let Some(state) = &state {
         state.metrics.in_flight.dec();
     }
     let mut response = result?;
     let status = response.status().as_u16();
+    span.record("http.response.status_code", status);
     let route = response
         .request()
         .match_pattern()

@@ -16,13 +16,15 @@ use tally_schema::envelope::Envelope;
 
 /// The `tally-aggregator` binary built beside this test.
 pub fn aggregator_binary() -> PathBuf {
+    binary("tally-aggregator")
+}
+
+/// A binary of the workspace, built beside this test or tool.
+pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable");
-    // Tests live in target/<profile>/deps/, binaries (and tally-foldbench) in target/<profile>/.
+    // Tests live in target/<profile>/deps/, binaries (and the bench tools) in target/<profile>/.
     let dir = exe.parent().expect("executable dir");
-    let candidates = [
-        dir.join("tally-aggregator"),
-        dir.parent().unwrap_or(dir).join("tally-aggregator"),
-    ];
+    let candidates = [dir.join(name), dir.parent().unwrap_or(dir).join(name)];
     let found = candidates.iter().find(|p| p.exists()).cloned();
     found.unwrap_or_else(|| {
         panic!(
@@ -286,6 +288,16 @@ impl FoldStage {
     pub async fn remove(self) {
         crate::env::remove_topics_and_database(&self.kafka, &self.clickhouse).await;
         let _ = std::fs::remove_dir_all(&self.log_dir);
+    }
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
     }
 }
 
