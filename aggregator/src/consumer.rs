@@ -419,10 +419,7 @@ impl Aggregator {
                     return Ok(value);
                 }
                 Err(err) => {
-                    self.metrics
-                        .write_failures
-                        .with_label_values::<&str>(&[])
-                        .inc();
+                    self.metrics.write_failures.inc();
                     self.metrics
                         .writing
                         .store(false, std::sync::atomic::Ordering::Relaxed);

@@ -52,7 +52,6 @@ pub async fn post_batch(
     let metrics = &state.metrics;
     metrics
         .batch_events
-        .with_label_values::<&str>(&[])
         .observe((parsed.events.len() + parsed.rejected.len()) as f64);
 
     let received_at_ms = now.timestamp_millis();

@@ -4,4 +4,5 @@ pub mod clickhouse;
 pub mod config;
 pub mod kafka;
 pub mod logging;
+pub mod metrics;
 pub mod migrate;
