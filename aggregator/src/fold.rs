@@ -53,12 +53,6 @@ pub struct LoadPlan {
     pub groups: BTreeSet<Group>,
 }
 
-impl LoadPlan {
-    pub fn is_empty(&self) -> bool {
-        self.sessions.is_empty() && self.groups.is_empty()
-    }
-}
-
 /// What one fold produced, to be written before offsets are committed.
 #[derive(Debug, Default)]
 pub struct FoldOutput {

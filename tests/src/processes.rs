@@ -249,22 +249,15 @@ impl FoldStage {
         }
     }
 
-    /// Sum of every session's event count and input tokens.
-    pub async fn session_sums(&self, project_id: &str) -> (u64, u64) {
-        #[derive(Row, Deserialize)]
-        struct Sums {
-            events: u64,
-            input_tokens: u64,
-        }
-        let sums: Sums = self
-            .clickhouse
+    /// Sum of every session's event count.
+    pub async fn session_events(&self, project_id: &str) -> u64 {
+        self.clickhouse
             .client()
-            .query("SELECT sum(event_count) AS events, sum(input_tokens) AS input_tokens FROM sessions FINAL WHERE project_id = ?")
+            .query("SELECT sum(event_count) FROM sessions FINAL WHERE project_id = ?")
             .bind(project_id)
             .fetch_one()
             .await
-            .expect("session sums");
-        (sums.events, sums.input_tokens)
+            .expect("session sums")
     }
 
     /// The last lines of every process log, for a failure message.

@@ -90,7 +90,7 @@ async fn a_rebuild_reprices_history_while_folding_goes_on() {
         "totals after the rebuild differ from the ground truth\n{logs}"
     );
     assert_eq!(stage.read("rebuild", "usage_daily").await, replay.truth);
-    let (session_events, _) = stage.session_sums("rebuild").await;
+    let session_events = stage.session_events("rebuild").await;
     assert_eq!(session_events, replay.truth.unique_events);
     stage.remove().await;
 }
