@@ -65,11 +65,13 @@ install_kafka() {
 }
 
 install_python() {
-  [[ -f "$VENV/.complete" ]] && return 0
-  log "creating the test tools' Python environment (chdb, pytest)"
-  python3 -m venv "$VENV"
+  # The marker holds the requirements' hash, so a changed list is installed again.
+  local want; want="$(sha256sum "$REPO/tests/python/requirements.txt" | cut -d' ' -f1)"
+  [[ "$(cat "$VENV/.complete" 2>/dev/null)" == "$want" ]] && return 0
+  log "installing the test tools' Python environment (tests/python/requirements.txt)"
+  [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
   "$VENV/bin/pip" install -q --disable-pip-version-check -r "$REPO/tests/python/requirements.txt"
-  touch "$VENV/.complete"
+  echo "$want" >"$VENV/.complete"
 }
 
 start_kafka() {
