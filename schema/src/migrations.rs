@@ -54,6 +54,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "usage_rollups",
         sql: include_str!("../migrations/0002_usage_rollups.sql"),
     },
+    Migration {
+        version: 3,
+        name: "quotas",
+        sql: include_str!("../migrations/0003_quotas.sql"),
+    },
 ];
 
 #[cfg(test)]
