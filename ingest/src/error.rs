@@ -9,6 +9,10 @@ use serde_json::json;
 pub enum ApiError {
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
+    /// A query parameter of a read route is unknown, repeated or has a bad value; the answer
+    /// names it in `parameter` as well as in the message.
+    #[error("{message}")]
+    InvalidParameter { parameter: String, message: String },
     #[error("missing or unknown API key")]
     Unauthorized,
     #[error("this key may not {0}")]
@@ -42,6 +46,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } => code,
+            Self::InvalidParameter { .. } => "invalid_parameter",
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",
@@ -57,7 +62,7 @@ impl ApiError {
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
-            Self::BadRequest { .. } => StatusCode::BAD_REQUEST,
+            Self::BadRequest { .. } | Self::InvalidParameter { .. } => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
@@ -87,7 +92,11 @@ impl ResponseError for ApiError {
             }
             _ => {}
         }
-        response.json(json!({ "error": { "code": self.code(), "message": self.to_string() } }))
+        let mut error = json!({ "code": self.code(), "message": self.to_string() });
+        if let Self::InvalidParameter { parameter, .. } = self {
+            error["parameter"] = json!(parameter);
+        }
+        response.json(json!({ "error": error }))
     }
 }
 

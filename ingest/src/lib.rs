@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod metrics;
 pub mod ratelimit;
+pub mod read;
 pub mod server;
 pub mod sessions;
 pub mod sink;

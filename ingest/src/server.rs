@@ -7,7 +7,7 @@ use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::ratelimit::{RateLimitState, RateLimiter};
 use crate::sink::EventSink;
-use crate::{batch, sessions};
+use crate::{batch, read, sessions};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -49,6 +49,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/sessions/{id}/timeline",
             web::get().to(sessions::get_timeline),
         )
+        .configure(read::routes)
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));

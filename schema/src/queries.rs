@@ -8,7 +8,8 @@ pub struct Query {
     pub sql: &'static str,
 }
 
-/// The events of one session in order; ties on the timestamp are broken by `event_id`.
+/// The events of one session in order; ties on the timestamp are broken by `event_id`, and
+/// copies of an event (redelivered, not yet merged) appear once.
 /// Binds: project_id, session_id.
 pub const SESSION_TIMELINE: Query = Query {
     name: "session_timeline",
@@ -81,6 +82,60 @@ pub const ACCOUNT_MONTH_USAGE: Query = Query {
     sql: include_str!("../queries/account_month_usage.sql"),
 };
 
+/// One page of a project's sessions that started in a time range, newest first (start, then
+/// session id, both descending). Binds: project_id, from_ms, to_ms, account_id twice, status
+/// (`ok`, `error` or empty) twice, model twice, has_cursor (0/1), cursor start_ms, cursor
+/// session_id, limit. Empty filter values filter nothing.
+pub const SESSIONS_LIST: Query = Query {
+    name: "sessions_list",
+    sql: include_str!("../queries/sessions_list.sql"),
+};
+
+/// Sessions that started in a time range, and how many of them had an error.
+/// Binds: project_id, from_ms, to_ms, account_id twice, model twice.
+pub const SESSIONS_STARTED: Query = Query {
+    name: "sessions_started",
+    sql: include_str!("../queries/sessions_started.sql"),
+};
+
+// The metrics queries below read one union of the usage rollups; its binds ("the rollup
+// binds") are, in order: project_id, first day, end of days (Unix s), account_id twice,
+// model twice, operation twice, for `usage_daily`; then project_id, two hour ranges (from,
+// to; Unix s), account_id twice, model twice, operation twice, for `usage_hourly`.
+
+/// Every usage counter summed over a range. Binds: the rollup binds.
+pub const METRICS_TOTALS: Query = Query {
+    name: "metrics_totals",
+    sql: include_str!("../queries/metrics_totals.sql"),
+};
+
+/// Usage per bucket and group. Binds: bucket offset, step, step, offset (Unix s), group
+/// (`model`, `operation`, `account` or empty) three times, the rollup binds, limit.
+pub const METRICS_USAGE: Query = Query {
+    name: "metrics_usage",
+    sql: include_str!("../queries/metrics_usage.sql"),
+};
+
+/// Latency counts, sums and summed histograms per model. Binds: the rollup binds.
+pub const METRICS_LATENCY: Query = Query {
+    name: "metrics_latency",
+    sql: include_str!("../queries/metrics_latency.sql"),
+};
+
+/// Cost per model, operation or account, costliest first. Binds: group three times, the
+/// rollup binds, limit.
+pub const METRICS_COST: Query = Query {
+    name: "metrics_cost",
+    sql: include_str!("../queries/metrics_cost.sql"),
+};
+
+/// Tool calls, results, errors and durations per tool over a range of hours.
+/// Binds: project_id, from, to (Unix s), tool name twice.
+pub const METRICS_TOOLS: Query = Query {
+    name: "metrics_tools",
+    sql: include_str!("../queries/metrics_tools.sql"),
+};
+
 /// Every query, for the cross-engine test.
 pub const ALL: &[Query] = &[
     SESSION_TIMELINE,
@@ -94,4 +149,11 @@ pub const ALL: &[Query] = &[
     USAGE_TOTALS_HOURLY,
     USAGE_TOTALS_DAILY,
     ACCOUNT_MONTH_USAGE,
+    SESSIONS_LIST,
+    SESSIONS_STARTED,
+    METRICS_TOTALS,
+    METRICS_USAGE,
+    METRICS_LATENCY,
+    METRICS_COST,
+    METRICS_TOOLS,
 ];

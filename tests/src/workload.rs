@@ -31,6 +31,11 @@ impl Workload {
         }
     }
 
+    /// Sessions generated from now on start within a minute after `start`.
+    pub fn set_start(&mut self, start: DateTime<Utc>) {
+        self.start = start;
+    }
+
     fn id(&mut self) -> String {
         uuid::Builder::from_random_bytes(self.rng.random())
             .into_uuid()
