@@ -97,14 +97,23 @@ class Chdb:
         self.session.close()
 
 
-@pytest.fixture(params=[Server, Chdb], ids=["clickhouse-18.16", "chdb"], scope="module")
-def engine(request):
-    engine = request.param()
+def load(engine):
+    """Migrations, then the fixtures. Merges are stopped first: a superseded row or a stored
+    copy of an event stays until a query's FINAL (or LIMIT BY) removes it, so a query that
+    forgets to do so gives a wrong answer here instead of one that background merges fixed."""
     for path in MIGRATIONS:
         for statement in split_statements(path.read_text()):
             engine.execute(statement)
+    for table in ("events", "sessions", "usage_hourly", "usage_daily", "tool_usage_hourly"):
+        engine.execute(f"SYSTEM STOP MERGES {table}")
     for statement in FIXTURES:
         engine.execute(statement)
+
+
+@pytest.fixture(params=[Server, Chdb], ids=["clickhouse-18.16", "chdb"], scope="module")
+def engine(request):
+    engine = request.param()
+    load(engine)
     yield engine
     engine.close()
 
@@ -118,11 +127,11 @@ EVENT_COLUMNS = (
 )
 
 
-def event(project, session, event_id, kind, ts_ms, offset, tokens=0, received=1_763_800_000_000):
+def event(project, session, event_id, kind, ts_ms, offset, tokens=0, received=1_763_800_000_000, partition=0):
     values = [
         project, session, event_id, kind, ts_ms // 1000, ts_ms, "acct-1", "", "", "", "chat", "gpt-4o",
         "openai", tokens, tokens // 2, 0, 0, None, None, None, "ok", "", "", "", "", "", "", "",
-        received, 0, offset,
+        received, partition, offset,
     ]
     rendered = ",".join("NULL" if v is None else literal(v) for v in values)
     return f"INSERT INTO events ({EVENT_COLUMNS}) VALUES ({rendered})"
@@ -163,8 +172,8 @@ def usage(table, bucket, account, partition, events, offset):
     return f"INSERT INTO {table} ({USAGE_COLUMNS}) VALUES ({','.join(literal(v) for v in values)})"
 
 
-def tool(bucket, name, partition, calls, offset):
-    values = ["a", bucket, name, partition, 2 * calls, calls, calls, 0, calls, 40 * calls, [calls], offset]
+def tool(bucket, name, partition, calls, offset, project="a", errors=0):
+    values = [project, bucket, name, partition, 2 * calls, calls, calls, errors, calls, 40 * calls, [calls], offset]
     columns = (
         "project_id, bucket, tool_name, kafka_partition, events, calls, results, errors, "
         "duration_count, duration_sum_ms, duration_hist, kafka_offset"
@@ -172,9 +181,96 @@ def tool(bucket, name, partition, calls, offset):
     return f"INSERT INTO tool_usage_hourly ({columns}) VALUES ({','.join(literal(v) for v in values)})"
 
 
+def read_session(project, session_id, account, first_ts, errors, models, offset):
+    values = [
+        project, session_id, account, first_ts, first_ts + 5_000, 3, ["llm_request"], [3], 3, 0, errors,
+        30, 15, 0, 0, 27, 21, 0, models, 0, 0, offset,
+    ]
+    return f"INSERT INTO sessions ({SESSION_COLUMNS}) VALUES ({','.join(literal(v) for v in values)})"
+
+
+LATENCY_BOUNDS_MS = [round(10 ** (i / 16)) for i in range(97)]
+
+
+def hist(*latencies):
+    """A latency histogram as the aggregator keeps it (98 counters)."""
+    counts = [0] * 98
+    for ms in latencies:
+        counts[next((i for i, bound in enumerate(LATENCY_BOUNDS_MS) if bound >= ms), 97)] += 1
+    return counts
+
+
+def nonzero(counts):
+    """A histogram as `bucket:count` pairs, for expectations."""
+    return ",".join(f"{i}:{c}" for i, c in enumerate(counts) if c)
+
+
+def rollup(table, bucket, account, model, operation, partition, events, offset, durations=(), project="r"):
+    """A usage row whose counters all follow from `events` and the LLM response durations."""
+    ttfts = [d // 4 for d in durations]
+    values = [
+        project, bucket, account, model, operation, partition, events, events, len(durations), events // 4,
+        10 * events, 3 * events, events, events // 2, 100 * events, 7 * events, 0,
+        len(durations), sum(durations), hist(*durations) if durations else [],
+        len(ttfts), sum(ttfts), hist(*ttfts) if ttfts else [], offset,
+    ]
+    return f"INSERT INTO {table} ({USAGE_COLUMNS}) VALUES ({','.join(literal(v) for v in values)})"
+
+
 T0 = 1_763_800_000_000
 HOUR = 1_763_798_400
 DAY = 1_763_769_600
+# The read API's fixtures (project r): an hour before DAY, an hour into it, two hours into
+# the next day; every daily row is the sum of its day's hourly rows, as the aggregator writes.
+H1, H2, H3 = DAY - 3600, DAY + 3600, DAY + 86400 + 7200
+READ_FIXTURES = [
+    rollup("usage_hourly", H1, "acct-1", "gpt-4o", "chat", 0, 2, 5, [120]),
+    # Superseded by the next row (a later fold of the same bucket): FINAL keeps the newer.
+    rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 0, 3, 10, [200]),
+    rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 0, 5, 12, [200, 900]),
+    rollup("usage_hourly", H2, "acct-2", "claude", "email", 1, 4, 7, [1500]),
+    rollup("usage_hourly", H3, "acct-1", "gpt-4o", "chat", 0, 1, 20),
+    rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 0, 50, 3, [100], project="q"),
+    rollup("usage_daily", DAY - 86400, "acct-1", "gpt-4o", "chat", 0, 2, 5, [120]),
+    rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 0, 3, 10, [200]),
+    rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 0, 5, 12, [200, 900]),
+    rollup("usage_daily", DAY, "acct-2", "claude", "email", 1, 4, 7, [1500]),
+    rollup("usage_daily", DAY + 86400, "acct-1", "gpt-4o", "chat", 0, 1, 20),
+    rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 0, 50, 3, [100], project="q"),
+    tool(H2, "search", 0, 1, 3, project="r"),
+    tool(H2, "search", 0, 4, 9, project="r", errors=2),
+    tool(H3, "search", 1, 2, 2, project="r", errors=1),
+    tool(H1, "calc", 0, 3, 1, project="r", errors=1),
+    tool(H2, "search", 0, 9, 1, project="q"),
+    # s1 was first folded without errors; a late event then moved its start an hour earlier
+    # and two failures and a second model came: only the newer row may match any filter.
+    read_session("r", "s1", "acct-1", T0, 0, ["gpt-4o"], 5),
+    read_session("r", "s1", "acct-1", T0 - 3_600_000, 2, ["claude", "gpt-4o"], 9),
+    read_session("r", "s2", "acct-2", T0 + 1000, 0, ["claude"], 3),
+    read_session("r", "s3", "acct-1", T0 + 1000, 1, ["gpt-4o"], 4),
+    read_session("r", "s4", "acct-1", T0 + 2 * 86_400_000, 0, ["gpt-4o"], 6),
+    read_session("q", "s9", "acct-1", T0, 1, ["gpt-4o"], 2),
+    # Two events at the same millisecond, and a record folded twice (the copy with the higher
+    # offset is the one a timeline shows), on partition 1, away from the partition-0 queries.
+    event("r", "t1", "t-2", "llm_request", T0, 2, partition=1),
+    event("r", "t1", "t-1", "session_start", T0, 1, partition=1),
+    event("r", "t1", "t-3", "llm_response", T0 + 10, 3, tokens=10, partition=1),
+    event("r", "t1", "t-3", "llm_response", T0 + 10, 7, tokens=99, partition=1),
+]
+
+
+def rollup_binds(days=(0, 0), hours=((0, 0), (0, 0)), project="r", account="", model="", operation=""):
+    """The binds of the rollup union of the metrics queries (schema::queries)."""
+    filters = [account, account, model, model, operation, operation]
+    return [project, *days, *filters, project, *hours[0], *hours[1], *filters]
+
+
+# [H1, H3 + 1 h) splits into whole day DAY from the daily rollup and the hours around it.
+SPLIT = rollup_binds(days=(DAY, DAY + 86400), hours=((H1, DAY), (DAY + 86400, H3 + 3600)))
+THREE_DAYS = rollup_binds(days=(DAY - 86400, DAY + 2 * 86400))
+HOURS_ONLY = rollup_binds(hours=((H1, H3 + 3600), (0, 0)))
+NO_FILTER = ["", ""] * 3
+SESSION_RANGE = [T0 - 7_200_000, T0 + 86_400_000]
 FIXTURES = [
     event("a", "s1", "e-3", "llm_response", T0 + 2000, 3, tokens=40),
     event("a", "s1", "e-1", "session_start", T0, 1),
@@ -198,6 +294,7 @@ FIXTURES = [
     tool(HOUR, "search", 0, 1, 3),
     tool(HOUR, "search", 0, 4, 9),
     tool(HOUR, "search", 1, 2, 2),
+    *READ_FIXTURES,
 ]
 
 # Each query file: its binds, and the rows (TabSeparated) both engines must return.
@@ -219,7 +316,70 @@ EXPECTED = {
         [0, 5, 0, 5, T0 // 1000 - 10, T0 // 1000 + 10],
         ["e-2a", "e-1", "e-2b", "e-3", "e-9"],
     ),
+    # Newest first, ties on the start by session id; s1 by its newer start; s4 out of range.
+    "sessions_list": (["r", *SESSION_RANGE, *NO_FILTER, 0, 0, "", 10], ["s3", "s2", "s1"]),
+    "sessions_started": (["r", *SESSION_RANGE, "", "", "", ""], ["3 2"]),
+    # H1's hour, DAY whole (the newer of its two acct-1 rows, and acct-2's) and H3's hour.
+    "metrics_totals": (SPLIT, ["12 12 4 2 120 36 12 5 1200 84 0 4 2720 4 680"]),
+    "metrics_usage": (
+        [0, 86400, 86400, 0, "model", "model", "model", *THREE_DAYS, 100],
+        [f"{DAY - 86400} gpt-4o 2 200", f"{DAY} claude 4 400", f"{DAY} gpt-4o 5 500", f"{DAY + 86400} gpt-4o 1 100"],
+    ),
+    "metrics_latency": (
+        SPLIT,
+        [
+            f"claude 1 1500 {nonzero(hist(1500))} 1 375 {nonzero(hist(375))}",
+            f"gpt-4o 3 1220 {nonzero(hist(120, 200, 900))} 3 305 {nonzero(hist(30, 50, 225))}",
+        ],
+    ),
+    "metrics_cost": (["model"] * 3 + SPLIT + [10], ["gpt-4o 800", "claude 400"]),
+    "metrics_tools": (["r", DAY, DAY + 2 * 86400, "", ""], ["search 6 6 3 6 240 [6]"]),
 }
+
+# Further cases of some queries: filters, cursors, limits, other granularities.
+MORE_CASES = {
+    "sessions_list": [
+        # The older row of s1 has no error; it must not make s1 match `ok`.
+        (["r", *SESSION_RANGE, "", "", "ok", "ok", "", "", 0, 0, "", 10], ["s2"]),
+        (["r", *SESSION_RANGE, "", "", "error", "error", "", "", 0, 0, "", 10], ["s3", "s1"]),
+        (["r", *SESSION_RANGE, "", "", "", "", "claude", "claude", 0, 0, "", 10], ["s2", "s1"]),
+        (["r", *SESSION_RANGE, "acct-2", "acct-2", "", "", "", "", 0, 0, "", 10], ["s2"]),
+        (["r", *SESSION_RANGE, *NO_FILTER, 0, 0, "", 1], ["s3"]),
+        (["r", *SESSION_RANGE, *NO_FILTER, 1, T0 + 1000, "s3", 10], ["s2", "s1"]),
+        (["r", *SESSION_RANGE, *NO_FILTER, 1, T0 + 1000, "s2", 10], ["s1"]),
+        # s1's older row started at T0, inside this range; its newer one did not.
+        (["r", T0, T0 + 86_400_000, *NO_FILTER, 0, 0, "", 10], ["s3", "s2"]),
+        (["q", *SESSION_RANGE, *NO_FILTER, 0, 0, "", 10], ["s9"]),
+    ],
+    "sessions_started": [
+        (["r", *SESSION_RANGE, "acct-1", "acct-1", "", ""], ["2 2"]),
+        (["r", *SESSION_RANGE, "", "", "claude", "claude"], ["2 1"]),
+        (["r", T0, T0 + 86_400_000, "", "", "", ""], ["2 1"]),
+    ],
+    "metrics_totals": [
+        (rollup_binds(days=SPLIT[1:3], hours=((H1, DAY), (DAY + 86400, H3 + 3600)), model="claude"),
+         ["4 4 1 1 40 12 4 2 400 28 0 1 1500 1 375"]),
+        (rollup_binds(days=SPLIT[1:3], hours=((H1, DAY), (DAY + 86400, H3 + 3600)), project="q"),
+         ["50 50 1 12 500 150 50 25 5000 350 0 1 100 1 25"]),
+    ],
+    "metrics_usage": [
+        (
+            [0, 3600, 3600, 0, "account", "account", "account", *HOURS_ONLY, 100],
+            [f"{H1} acct-1 2 200", f"{H2} acct-1 5 500", f"{H2} acct-2 4 400", f"{H3} acct-1 1 100"],
+        ),
+        # ISO weeks: DAY is a Saturday; its week started on Monday 2025-11-17.
+        ([345600, 604800, 604800, 345600, "", "", "", *THREE_DAYS, 100], ["1763337600  12 1200"]),
+        ([0, 86400, 86400, 0, "operation", "operation", "operation", *THREE_DAYS, 2],
+         [f"{DAY - 86400} chat 2 200", f"{DAY} chat 5 500"]),
+    ],
+    "metrics_cost": [
+        (["account"] * 3 + SPLIT + [1], ["acct-1 800"]),
+        (["operation"] * 3 + rollup_binds(days=SPLIT[1:3], hours=((H1, DAY), (DAY + 86400, H3 + 3600)), account="acct-2") + [10],
+         ["email 400"]),
+    ],
+    "metrics_tools": [(["r", H1, DAY, "calc", "calc"], ["calc 3 3 1 3 120 [3]"])],
+}
+ORDERED = ("session_timeline", "rebuild_events", "sessions_list", "metrics_usage", "metrics_cost")
 
 
 def summarize(name, output):
@@ -239,6 +399,19 @@ def summarize(name, output):
         return sorted(f"{r[0]} {r[1]} {r[2]} {r[3]}" for r in rows)
     if name == "tool_usage_group":
         return sorted(f"{r[2]} {r[5]} {r[11]}" for r in rows)
+    if name == "sessions_list":
+        return [r[1] for r in rows]
+    if name in ("sessions_started", "metrics_totals"):
+        return [" ".join(r) for r in rows]
+    if name == "metrics_usage":
+        return [f"{r[0]} {r[1]} {r[2]} {r[10]}" for r in rows]
+    if name == "metrics_latency":
+        as_hist = lambda text: nonzero(int(c) for c in text.strip("[]").split(",") if c)
+        return sorted(f"{r[0]} {r[1]} {r[2]} {as_hist(r[3])} {r[4]} {r[5]} {as_hist(r[6])}" for r in rows)
+    if name == "metrics_cost":
+        return [f"{r[0]} {r[1]}" for r in rows]
+    if name == "metrics_tools":
+        return sorted(" ".join(r) for r in rows)
     raise AssertionError(f"no summary for {name}")
 
 
@@ -246,27 +419,33 @@ def test_every_query_file_has_an_expectation():
     assert sorted(QUERIES) == sorted(EXPECTED)
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_query_answers(engine, name):
-    binds, expected = EXPECTED[name]
+CASES = [(name, *EXPECTED[name]) for name in sorted(EXPECTED)] + [
+    (name, binds, expected) for name, cases in sorted(MORE_CASES.items()) for binds, expected in cases
+]
+
+
+@pytest.mark.parametrize("name,binds,expected", CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(CASES)])
+def test_query_answers(engine, name, binds, expected):
     output = engine.execute(bind(QUERIES[name], binds) + "\nFORMAT TabSeparated")
     assert summarize(name, output) == expected
+
+
+def test_a_timeline_shows_one_copy_of_each_event_in_order(engine):
+    output = engine.execute(bind(QUERIES["session_timeline"], ["r", "t1"]) + "\nFORMAT TabSeparated")
+    rows = [line.split("\t") for line in output.splitlines()]
+    assert [(r[2], r[13]) for r in rows] == [("t-1", "0"), ("t-2", "0"), ("t-3", "99")]
 
 
 def test_engines_agree_row_for_row():
     server, embedded = Server(), Chdb()
     try:
         for engine in (server, embedded):
-            for path in MIGRATIONS:
-                for statement in split_statements(path.read_text()):
-                    engine.execute(statement)
-            for statement in FIXTURES:
-                engine.execute(statement)
+            load(engine)
         assert server.version().startswith("18.16"), server.version()
         assert int(embedded.version().split(".")[0]) >= 24, embedded.version()
-        for name, (binds, _) in EXPECTED.items():
+        for name, binds, _ in CASES + [("session_timeline", ["r", "t1"], None)]:
             sql = bind(QUERIES[name], binds) + "\nFORMAT TabSeparated"
-            ordered = name in ("session_timeline", "rebuild_events")
+            ordered = name in ORDERED
             normalize = lambda out: out.splitlines() if ordered else sorted(out.splitlines())
             assert normalize(server.execute(sql)) == normalize(embedded.execute(sql)), name
     finally:
