@@ -39,9 +39,10 @@ pub struct TestEnv {
     pub aggregator_url: String,
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
-    /// Project `a`: a key that may ingest and read, and a read-only key.
+    /// Project `a`: a key that may ingest and read, a read-only key and an ingest-only key.
     pub key_a: String,
     pub read_key_a: String,
+    pub ingest_key_a: String,
     /// Project `b`: a key that may ingest and read.
     pub key_b: String,
     pub http: reqwest::Client,
@@ -84,6 +85,7 @@ impl TestEnv {
         };
         let (key_a, key_a_config) = new_key(&[Scope::Ingest, Scope::Read]);
         let (read_key_a, read_key_a_config) = new_key(&[Scope::Read]);
+        let (ingest_key_a, ingest_key_a_config) = new_key(&[Scope::Ingest]);
         let (key_b, key_b_config) = new_key(&[Scope::Ingest, Scope::Read]);
 
         let mut ingest_config = IngestConfig {
@@ -94,7 +96,7 @@ impl TestEnv {
             projects: vec![
                 ProjectConfig {
                     id: "a".into(),
-                    keys: vec![key_a_config, read_key_a_config],
+                    keys: vec![key_a_config, read_key_a_config, ingest_key_a_config],
                     redact: Redaction::default(),
                 },
                 ProjectConfig {
@@ -155,6 +157,7 @@ impl TestEnv {
             clickhouse,
             key_a,
             read_key_a,
+            ingest_key_a,
             key_b,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))

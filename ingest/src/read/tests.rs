@@ -36,7 +36,10 @@ fn unknown_and_repeated_parameters_are_named() {
     assert_eq!(parameter_of(err), "to");
     // Stray `%` signs are taken literally, as browsers do; the value is then checked.
     let params = Params::parse("from=%zz", &["from"]).expect("lenient decoding");
-    assert_eq!(parameter_of(params.time_range(T0, DAY_MS).expect_err("bad time")), "from");
+    assert_eq!(
+        parameter_of(params.time_range(T0, DAY_MS).expect_err("bad time")),
+        "from"
+    );
 }
 
 #[test]
