@@ -113,7 +113,7 @@ impl EventRow {
         };
         Event {
             event_id: self.event_id,
-            event_type: EventType::parse(&self.event_type).unwrap_or(EventType::Custom),
+            event_type: EventType::parse_stored(&self.event_type).unwrap_or(EventType::Custom),
             timestamp: Timestamp(self.ts_ms),
             session_id: self.session_id,
             account_id: self.account_id,

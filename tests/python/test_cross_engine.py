@@ -215,6 +215,17 @@ EXPECTED = {
     "usage_totals_hourly": (["a"], ["acct-1 7 700", "acct-2 1 100"]),
     "usage_totals_daily": (["a"], ["acct-1 5 500"]),
     "account_month_usage": (["a"], ["acct-1 2025-11-01 550 1750"]),
+    "account_daily_usage": (["a", "acct-1", DAY], ["1763769600 gpt-4o chat 550 0 1750 5"]),
+    "partition_daily_usage_since": ([0, DAY], ["a acct-1 1763769600 550 1750 14"]),
+    "partition_hourly_usage_since": (
+        [0, HOUR],
+        ["a acct-1 1763798400 550 1750 14", "a acct-2 1763798400 110 350 14"],
+    ),
+    # e-3 was stored twice and counts once; e-2b is the one llm_request.
+    "partition_recent_seconds": (
+        [0, T0 // 1000 - 10],
+        ["a acct-1 1763800000 0 0", "a acct-1 1763800001 1 0", "a acct-1 1763800002 0 60", "b acct-1 1763800000 0 0"],
+    ),
     "rebuild_events": (
         [0, 5, 0, 5, T0 // 1000 - 10, T0 // 1000 + 10],
         ["e-2a", "e-1", "e-2b", "e-3", "e-9"],
@@ -239,6 +250,13 @@ def summarize(name, output):
         return sorted(f"{r[0]} {r[1]} {r[2]} {r[3]}" for r in rows)
     if name == "tool_usage_group":
         return sorted(f"{r[2]} {r[5]} {r[11]}" for r in rows)
+    if name in (
+        "account_daily_usage",
+        "partition_daily_usage_since",
+        "partition_hourly_usage_since",
+        "partition_recent_seconds",
+    ):
+        return sorted(" ".join(r) for r in rows)
     raise AssertionError(f"no summary for {name}")
 
 
