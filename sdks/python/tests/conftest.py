@@ -45,3 +45,17 @@ def make_client() -> Callable[..., tally.Tally]:
 @pytest.fixture
 def memory():
     return MemoryTransport()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "live: runs against the real tally-ingest and tally-aggregator")
+
+
+@pytest.fixture(scope="session")
+def stack():
+    """One private Tally (ingest + aggregator on real Kafka and ClickHouse) for the session."""
+    import live
+
+    started = live.start()
+    yield started
+    live.stop(started)

@@ -170,3 +170,44 @@ class MemoryTransport:
     def quota_requests(self) -> List[Recorded]:
         with self.lock:
             return [r for r in self.requests if r.path == "/v1/quota/check"]
+
+
+class RecordingTransport:
+    """Wraps a real transport and keeps every request and its status."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.requests: List[Recorded] = []
+        self.statuses: List[Optional[int]] = []
+        self.lock = threading.Lock()
+
+    def send(self, method: str, url: str, body: Optional[bytes], headers: Dict[str, str],
+             timeout: float) -> HttpResponse:
+        lowered = {k.lower(): v for k, v in headers.items()}
+        path = "/" + url.split("/", 3)[3]
+        recorded = Recorded(method, path, lowered, body or b"", time.monotonic(), decode_body(body or b"", lowered))
+        try:
+            answer = self.inner.send(method, url, body, headers, timeout)
+        except Exception:
+            with self.lock:
+                self.requests.append(recorded)
+                self.statuses.append(None)
+            raise
+        with self.lock:
+            self.requests.append(recorded)
+            self.statuses.append(answer.status)
+        return answer
+
+    def sent_events(self) -> List[dict]:
+        """Every event posted, once each (a resend repeats the same events)."""
+        seen: Dict[str, dict] = {}
+        with self.lock:
+            for request in self.requests:
+                if request.path == "/v1/batch":
+                    for event in request.events:
+                        seen.setdefault(event["event_id"], event)
+        return list(seen.values())
+
+    def batch_sizes(self) -> List[int]:
+        with self.lock:
+            return [len(r.events) for r in self.requests if r.path == "/v1/batch"]

@@ -12,8 +12,8 @@ from fakes import Reply
 ANSWER = {
     "allowed": True, "reason": None, "status": "warning", "plan": "pro",
     "limits": [
-        {"name": "tokens_per_day", "window": "day", "limit": 100000, "used": 80000, "remaining": 20000,
-         "resets_at": "2026-11-23T00:00:00.000Z"},
+        {"name": "tokens_per_day", "window": "day", "unit": "tokens", "limit": 100000, "used": 80000,
+         "remaining": 20000, "percent_used": 80.0, "status": "warning", "resets_at": "2026-11-23T00:00:00.000Z"},
         {"name": "requests_per_minute", "window": "minute", "limit": 60, "used": 3, "remaining": 57,
          "resets_at": "2026-11-22T10:01:00Z"},
     ],
@@ -37,6 +37,7 @@ def test_an_answer_is_typed_and_the_request_is_the_contract(fake, make_client):
     day = result.limit("tokens_per_day")
     assert (day.window, day.limit, day.used, day.remaining) == ("day", 100000, 80000, 20000)
     assert day.resets_at == datetime(2026, 11, 23, tzinfo=timezone.utc)
+    assert (day.unit, day.percent_used, day.status) == ("tokens", 80.0, "warning")
     assert [lim.name for lim in result.limits] == ["tokens_per_day", "requests_per_minute"]
     assert (result.header_limit, result.header_remaining, result.header_reset) == (100000, 20000, "50400")
 

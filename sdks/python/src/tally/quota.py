@@ -15,11 +15,12 @@ KNOWN_REASONS = (
     "tokens_per_day_exceeded",
     "tokens_per_month_exceeded",
     "cost_per_month_exceeded",
+    "tokens_per_hour_exceeded",
     "requests_per_minute_exceeded",
     "tokens_per_minute_exceeded",
+    "tokens_per_request_exceeded",
     "model_not_allowed",
     "operation_not_in_plan",
-    "request_tokens_exceeded",
     "quota_view_stale",
 )
 """Reasons the server is known to give; others may come and are passed through as they are."""
@@ -38,6 +39,9 @@ class QuotaLimit:
     used: Optional[float] = None
     remaining: Optional[float] = None
     resets_at: Optional[datetime] = None
+    unit: Optional[str] = None
+    percent_used: Optional[float] = None
+    status: Optional[str] = None
     raw: Mapping[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -54,6 +58,9 @@ class QuotaLimit:
             used=_number(data.get("used")),
             remaining=_number(data.get("remaining")),
             resets_at=parsed,
+            unit=data.get("unit") if isinstance(data.get("unit"), str) else None,
+            percent_used=_number(data.get("percent_used")),
+            status=data.get("status") if isinstance(data.get("status"), str) else None,
             raw=dict(data),
         )
 
