@@ -179,7 +179,7 @@ def test_a_full_queue_drops_new_events_without_blocking(fake, make_client):
     for e in later:
         started = time.monotonic()
         outcomes.append(client.record(e))
-        assert time.monotonic() - started < 0.1
+        assert time.monotonic() - started < 0.5  # the server holds its request for up to 60 s
     assert outcomes == [True] * 3 + [False] * 7
     assert client.stats().dropped == 7
     assert not client.flush(0.2)  # the server still holds the first batch
