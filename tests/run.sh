@@ -29,3 +29,4 @@ cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace
 "$STATE/venv/bin/pytest" -q tests/python
 "$STATE/venv/bin/pytest" -q sdks/python/tests
+bash sdks/typescript/scripts/test.sh

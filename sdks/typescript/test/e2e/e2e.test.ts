@@ -20,13 +20,19 @@ import { expand, fromWire, loadVectors, matches, plan, typedWire } from "../supp
 
 let stack: Stack;
 
-before(async () => {
-  stack = await Stack.start();
-});
+before(
+  async () => {
+    stack = await Stack.start();
+  },
+  { timeout: 180_000 },
+);
 
-after(async () => {
-  await stack?.stop();
-});
+after(
+  async () => {
+    await stack?.stop();
+  },
+  { timeout: 120_000 },
+);
 
 interface Captured {
   url: string;
