@@ -5,6 +5,7 @@ use crate::dedup::DedupConfig;
 use serde::{Deserialize, Serialize};
 use tally_runtime::clickhouse::ClickHouseConfig;
 use tally_runtime::kafka::KafkaConfig;
+use tally_schema::quota::QuotaConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -40,6 +41,33 @@ pub struct AggregatorConfig {
     pub dedup: DedupConfig,
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
+    /// Plans and limits: the same section as ingest's, so alerts use the same limits.
+    pub quota: QuotaConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// Threshold alerts: one record per account, limit, window and threshold crossed, to the
+/// alerts topic and the `quota_alerts` table, and optionally to a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// URL (http) that gets each alert as a JSON POST; empty for none.
+    pub webhook_url: String,
+    /// Attempts per alert (exponential backoff from 200 ms) before the webhook call is
+    /// given up and logged; the alert itself is already in Kafka and ClickHouse.
+    pub webhook_max_attempts: u32,
+    /// How often accounts whose usage changed are checked against their thresholds, in ms.
+    pub evaluate_interval_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            webhook_max_attempts: 5,
+            evaluate_interval_ms: 500,
+        }
+    }
 }
 
 impl Default for AggregatorConfig {
@@ -60,6 +88,8 @@ impl Default for AggregatorConfig {
             dedup: DedupConfig::default(),
             kafka: KafkaConfig::default(),
             clickhouse: ClickHouseConfig::default(),
+            quota: QuotaConfig::default(),
+            alerts: AlertsConfig::default(),
         }
     }
 }

@@ -1,7 +1,6 @@
 //! A thread that reads a topic from its beginning and then follows it, handing every record's
 //! payload to a callback, and says how fresh what it read is.
 
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -57,7 +56,8 @@ impl Follower {
     where
         F: FnMut(&[u8]) + Send + 'static,
     {
-        let consumer: BaseConsumer = ClientConfig::from(kafka.client_config())
+        let consumer: BaseConsumer = kafka
+            .client_config()
             .set(
                 "group.id",
                 format!("tally-follower-{}", uuid::Uuid::new_v4()),

@@ -70,6 +70,11 @@ impl QuotaView {
             .get(&(project_id.to_owned(), account_id.to_owned()))
     }
 
+    /// Every (project, account) in the view.
+    pub fn keys(&self) -> Vec<(String, String)> {
+        self.accounts.keys().cloned().collect()
+    }
+
     pub fn len(&self) -> usize {
         self.accounts.len()
     }
@@ -88,6 +93,7 @@ impl QuotaView {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 

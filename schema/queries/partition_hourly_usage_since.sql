@@ -4,9 +4,9 @@ SELECT
     project_id,
     account_id,
     toUInt32(bucket) AS bucket_start,
-    sum(input_tokens + output_tokens) + sum(adjusted_tokens) AS tokens,
-    sum(cost_nanos) AS cost_nanos,
-    max(kafka_offset) AS last_offset
+    toInt64(sum(input_tokens + output_tokens) + sum(adjusted_tokens)) AS tokens,
+    toInt64(sum(cost_nanos)) AS cost_nanos,
+    toUInt64(max(kafka_offset)) AS last_offset
 FROM usage_hourly FINAL
 WHERE kafka_partition = ? AND bucket >= toDateTime(?)
 GROUP BY project_id, account_id, bucket_start

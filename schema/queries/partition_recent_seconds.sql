@@ -3,9 +3,9 @@
 SELECT
     project_id,
     account_id,
-    intDiv(ts_ms, 1000) AS second,
-    countIf(event_type = 'llm_request') AS requests,
-    sum(input_tokens + output_tokens) AS tokens
+    toInt64(intDiv(ts_ms, 1000)) AS second,
+    toUInt64(countIf(event_type = 'llm_request')) AS requests,
+    toUInt64(sum(input_tokens + output_tokens)) AS tokens
 FROM events FINAL
 WHERE kafka_partition = ? AND ts >= toDateTime(?)
 GROUP BY project_id, account_id, second

@@ -243,7 +243,7 @@ def summarize(name, output):
     if name == "known_events":
         return sorted(f"{r[0]} {r[1]} {r[2]}" for r in rows)
     if name in ("usage_hourly_group", "usage_daily_group"):
-        return sorted(f"{r[2]} {r[6]} {r[23]}" for r in rows)
+        return sorted(f"{r[2]} {r[6]} {r[24]}" for r in rows)
     if name in ("usage_totals_hourly", "usage_totals_daily"):
         return sorted(f"{r[0]} {r[2]} {r[3]}" for r in rows)
     if name == "account_month_usage":

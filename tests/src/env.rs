@@ -74,6 +74,8 @@ impl TestEnv {
             brokers: options.brokers.clone().unwrap_or_else(kafka_brokers),
             events_topic: format!("tally.test.{name}"),
             dead_letter_topic: format!("tally.test.{name}.dlq"),
+            quota_topic: format!("tally.test.{name}.quota"),
+            alerts_topic: format!("tally.test.{name}.alerts"),
             events_partitions: 3,
             replication_factor: 1,
         };
@@ -256,6 +258,8 @@ pub async fn remove_topics_and_database(kafka: &KafkaConfig, clickhouse: &ClickH
         let topics = [
             kafka.events_topic.as_str(),
             kafka.dead_letter_topic.as_str(),
+            kafka.quota_topic.as_str(),
+            kafka.alerts_topic.as_str(),
         ];
         let _ = admin.delete_topics(&topics, &AdminOptions::new()).await;
     }

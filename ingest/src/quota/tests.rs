@@ -1,3 +1,4 @@
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
 //! The quota routes over a hand-filled view and a fake sink (no Kafka).
 
 use crate::auth::{hash_key, KeyConfig, ProjectConfig, Redaction, Scope};
