@@ -5,7 +5,7 @@ ClickHouse database of the local stack, with freshly generated keys.
     import services
 
     with services.Services(aggregator=True) as tally:
-        tally.request("POST", "/v1/batch", key=tally.key("ingest"), json={"batch": [...]})
+        tally.request("POST", "/v1/batch", key=tally.key("ingest"), json_body={"batch": [...]})
 
 or, as a pytest fixture shared by a module's tests:
 
@@ -14,17 +14,17 @@ or, as a pytest fixture shared by a module's tests:
     def test_something(tally): ...
 
 Everything a `Services` created is removed when it stops: the processes are ended (SIGTERM,
-then SIGKILL after a grace period), the event and dead-letter topics and the aggregator's
-consumer group are deleted and the database is dropped, even when a test failed.
+then SIGKILL after a grace period), its topics (events, dead letters, quota, alerts) and the
+aggregator's consumer group are deleted and the database is dropped, even when a test failed.
 
 Environment:
   TALLY_TEST_KAFKA        Kafka bootstrap servers (default 127.0.0.1:9092)
   TALLY_TEST_CLICKHOUSE   ClickHouse HTTP endpoint (default http://127.0.0.1:8123)
   TALLY_INGEST_BIN, TALLY_AGGREGATOR_BIN
-                          the binaries; by default those of the last `cargo build` (debug
-                          profile) under $CARGO_TARGET_DIR, ~/.cache/tally/target or ./target
-The services' own environment has every other TALLY_* and OTEL_* variable removed, so the
-settings are exactly the ones written here.
+                          the binaries; by default the debug build under $CARGO_TARGET_DIR,
+                          or the newer of ./target and ~/.cache/tally/target
+The services run with every TALLY_* and OTEL_* variable removed from their environment, so
+their settings are exactly the ones written here (`env=` adds variables back).
 """
 
 from __future__ import annotations
@@ -64,17 +64,22 @@ def binary(name: str) -> pathlib.Path:
     """The path of a built Tally binary (`tally-ingest`, `tally-aggregator`, ...).
 
     `TALLY_INGEST_BIN` / `TALLY_AGGREGATOR_BIN` (the name upper-cased, `-` as `_`, less the
-    `tally-` prefix) name it explicitly; otherwise the debug build under `$CARGO_TARGET_DIR`,
-    `~/.cache/tally/target` (the Makefile's default) or the repository's `target/`.
+    `tally-` prefix) name it explicitly. Otherwise the debug build under `$CARGO_TARGET_DIR`
+    when that is set (as `make test` sets it), else the newer of the repository's `target/`
+    and `~/.cache/tally/target` (the Makefile's default).
     """
     override = os.environ.get(f"TALLY_{name.removeprefix('tally-').upper().replace('-', '_')}_BIN")
     if override:
         return pathlib.Path(override)
-    dirs = [os.environ.get("CARGO_TARGET_DIR"), pathlib.Path.home() / ".cache/tally/target", ROOT / "target"]
-    for target in dirs:
-        if target and (pathlib.Path(target) / "debug" / name).is_file():
-            return pathlib.Path(target) / "debug" / name
-    raise FileNotFoundError(f"{name} is not built; run `cargo build --workspace` (or `make test`) first")
+    if os.environ.get("CARGO_TARGET_DIR"):
+        targets = [pathlib.Path(os.environ["CARGO_TARGET_DIR"])]
+    else:
+        targets = [ROOT / "target", pathlib.Path.home() / ".cache/tally/target"]
+    built = [t / "debug" / name for t in targets if (t / "debug" / name).is_file()]
+    if not built:
+        raise FileNotFoundError(f"{name} is not built under {[str(t) for t in targets]}; run `make test` or "
+                                "`cargo build --workspace` first")
+    return max(built, key=lambda path: path.stat().st_mtime)
 
 
 def hash_key(key: str) -> str:
@@ -196,10 +201,9 @@ class Services:
     and keys. A context manager; `start()` and `stop()` also work on their own.
 
     Parameters (all keyword-only):
-      aggregator: also run `tally-aggregator` (it creates the topics and the schema and folds
-        events into ClickHouse). Without it the topics are created here and the schema is
-        applied with `tally-aggregator migrate`, so the read routes answer (404) but nothing
-        is folded.
+      aggregator: also run `tally-aggregator` (it applies the schema and folds events into
+        ClickHouse). Without it the schema is applied with `tally-aggregator migrate`, so the
+        read routes answer (404) but nothing is folded. The topics are created here either way.
       migrate: without the aggregator, apply the ClickHouse migrations (default True).
       projects: the projects to configure: ids, or `Project`s (e.g. `new_project("b",
         redact={"drop_content": True})`). Default: "a" and "b". Each gets a random key
@@ -216,8 +220,9 @@ class Services:
         on stop unless a service failed to start (then its path is in the error).
 
     Attributes once started: `url` (ingest's base URL), `aggregator_url` (or None),
-    `topic`, `dead_letter_topic`, `database`, `group_id`, `brokers`, `clickhouse`,
-    `projects` (id -> Project), `log_dir`.
+    `topic`, `dead_letter_topic`, `quota_topic`, `alerts_topic`, `database`, `group_id`,
+    `brokers`, `clickhouse`, `projects` (id -> Project), `log_dir`. Topic names given in
+    `ingest_config`/`aggregator_config` replace these and are created and deleted the same way.
     """
 
     def __init__(
@@ -244,6 +249,8 @@ class Services:
         self.clickhouse = (clickhouse or clickhouse_url()).rstrip("/")
         self.topic = f"tally.test.{name}"
         self.dead_letter_topic = f"tally.test.{name}.dlq"
+        self.quota_topic = f"tally.test.{name}.quota"
+        self.alerts_topic = f"tally.test.{name}.alerts"
         self.database = f"tally_test_{name}"
         self.group_id = f"tally-test-{name}"
         self.ingest_overrides = dict(ingest_config or {})
@@ -256,6 +263,9 @@ class Services:
         self.aggregator_url: str | None = None
         self._processes: list[_Process] = []
         self._created = False
+        self._ingest: dict = {}
+        self._aggregator: dict = {}
+        self._topics: dict[str, dict] = {}
 
     # ----- keys and requests -----
 
@@ -316,15 +326,18 @@ class Services:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._created = True
         try:
+            self._ingest = self._ingest_config()
+            if self.with_aggregator or self.migrate:
+                self._aggregator = self._aggregator_config()
+            self._topics = self._topic_specs()
+            self._create_topics()
             if self.with_aggregator:
-                port = self._launch("tally-aggregator", self._aggregator_config(), ["run"])
+                port = self._launch("tally-aggregator", self._aggregator, ["run"])
                 self.aggregator_url = f"http://127.0.0.1:{port}"
                 self._wait_ready("tally-aggregator", self.aggregator_url)
-            else:
-                self._create_topics()
-                if self.migrate:
-                    self._migrate()
-            port = self._launch("tally-ingest", self._ingest_config(), [])
+            elif self.migrate:
+                self._migrate()
+            port = self._launch("tally-ingest", self._ingest, [])
             self.url = f"http://127.0.0.1:{port}"
             self._wait_ready("tally-ingest", self.url)
         except BaseException:
@@ -357,20 +370,41 @@ class Services:
 
     # ----- internals -----
 
-    def _kafka(self) -> dict:
-        return {
+    def _kafka(self, name: str) -> dict:
+        kafka = {
             "brokers": self.brokers,
             "events_topic": self.topic,
             "dead_letter_topic": self.dead_letter_topic,
             "events_partitions": self.partitions,
             "replication_factor": 1,
         }
+        private = {"quota_topic": self.quota_topic, "alerts_topic": self.alerts_topic}
+        if _accepts(name, {"kafka": private}):
+            kafka.update(private)
+        return kafka
+
+    def _topic_specs(self) -> dict[str, dict]:
+        """Every topic the services' configs name: name -> partitions and topic config, as
+        `KafkaConfig::ensure_topics` creates them."""
+        specs: dict[str, dict] = {}
+        for config in (self._ingest, self._aggregator):
+            kafka = config.get("kafka", {})
+            if "events_topic" in kafka:
+                specs[kafka["events_topic"]] = {"partitions": kafka.get("events_partitions", self.partitions)}
+            if "dead_letter_topic" in kafka:
+                specs[kafka["dead_letter_topic"]] = {"partitions": 1}
+            if "quota_topic" in kafka:
+                compacted = {"cleanup.policy": "compact", "min.compaction.lag.ms": "60000"}
+                specs[kafka["quota_topic"]] = {"partitions": 1, "config": compacted}
+            if "alerts_topic" in kafka:
+                specs[kafka["alerts_topic"]] = {"partitions": 1}
+        return specs
 
     def _ingest_config(self) -> dict:
         base = {
             "workers": 2,
             "shutdown_timeout_secs": 5,
-            "kafka": self._kafka(),
+            "kafka": self._kafka("tally-ingest"),
             "clickhouse": {"url": self.clickhouse, "database": self.database},
             "projects": [p.config() for p in self.projects.values()],
         }
@@ -382,7 +416,7 @@ class Services:
             "batch_max_wait_ms": 50,
             "max_retry_backoff_ms": 1000,
             "create_topic": True,
-            "kafka": self._kafka(),
+            "kafka": self._kafka("tally-aggregator"),
             "clickhouse": {"url": self.clickhouse, "database": self.database},
         }
         return deep_merge(base, self.aggregator_overrides)
@@ -442,7 +476,7 @@ class Services:
 
     def _migrate(self) -> None:
         name = "tally-aggregator"
-        path = self._write_config(f"{name}-migrate", self._aggregator_config())
+        path = self._write_config(f"{name}-migrate", self._aggregator)
         result = subprocess.run([str(binary(name)), "--config", str(path), "migrate"], env=self._env(),
                                 stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
@@ -457,7 +491,7 @@ class Services:
         from confluent_kafka import KafkaError
         from confluent_kafka.admin import NewTopic
 
-        topics = [NewTopic(self.topic, self.partitions, 1), NewTopic(self.dead_letter_topic, 1, 1)]
+        topics = [NewTopic(t, spec["partitions"], 1, config=spec.get("config", {})) for t, spec in self._topics.items()]
         admin = self._admin()  # held until every future is done: a dropped client cancels them
         for topic, future in admin.create_topics(topics, operation_timeout=30).items():
             try:
@@ -471,7 +505,8 @@ class Services:
         """Deletes the topics and the consumer group; what does not exist is skipped."""
         try:
             admin = self._admin()
-            futures = admin.delete_topics([self.topic, self.dead_letter_topic], operation_timeout=30)
+            topics = list(self._topics) or [self.topic, self.dead_letter_topic]
+            futures = admin.delete_topics(topics, operation_timeout=30)
             if self.with_aggregator:
                 futures.update(admin.delete_consumer_groups([self.group_id], request_timeout=30))
             for future in futures.values():
@@ -481,6 +516,28 @@ class Services:
                     pass
         except Exception:  # noqa: BLE001 - cleanup must not hide the test's own outcome
             pass
+
+
+_ACCEPTS: dict[tuple, bool] = {}
+
+
+def _accepts(name: str, fields: dict) -> bool:
+    """Whether the built `name` binary accepts these config fields (a binary older than the
+    source rejects fields added since; then the services run without them)."""
+    path = binary(name)
+    key = (str(path), path.stat().st_mtime_ns, json.dumps(fields, sort_keys=True))
+    if key not in _ACCEPTS:
+        with tempfile.TemporaryDirectory(prefix="tally-probe-") as folder:
+            config = pathlib.Path(folder) / "probe.toml"
+            # Nothing listens on a port just found free: `migrate` fails fast after reading the config.
+            probe = deep_merge(fields, {"clickhouse": {"url": f"http://127.0.0.1:{free_port()}"}})
+            config.write_text(to_toml(probe))
+            args = ["--print-config"] if name == "tally-ingest" else ["migrate"]
+            env = {k: v for k, v in os.environ.items() if not k.startswith(("TALLY_", "OTEL_"))}
+            result = subprocess.run([str(path), "--config", str(config), *args], env=env, stdin=subprocess.DEVNULL,
+                                    capture_output=True, text=True, timeout=60)
+            _ACCEPTS[key] = "unknown field" not in result.stdout + result.stderr
+    return _ACCEPTS[key]
 
 
 def fixture(name: str = "tally", scope: str = "module", **options):
