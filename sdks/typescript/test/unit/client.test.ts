@@ -17,7 +17,9 @@ after(async () => {
   await Promise.all(clients.map((c) => c.close({ timeoutMs: 100 })));
   await server.close();
 });
-beforeEach(() => {
+beforeEach(async () => {
+  // The previous test's clients are closed first, so nothing they still hold reaches this one.
+  await Promise.all(clients.splice(0).map((c) => c.close({ timeoutMs: 200 })));
   server.requests.length = 0;
   server.handler = answerAccepted;
 });

@@ -163,8 +163,9 @@ test("a stream: chunks pass through; time to first token, duration and usage rec
   assert.equal(res!.type, "llm_response");
   assert.equal(res!.span_id, req!.span_id);
   assert.deepEqual(res!.usage, { input_tokens: 50, output_tokens: 2, cache_read_tokens: 32, cache_write_tokens: 0 });
-  assert.ok(res!.time_to_first_token_ms >= 55 && res!.time_to_first_token_ms < 110, `ttft ${res!.time_to_first_token_ms}`);
-  assert.ok(res!.duration_ms >= 115, `duration ${res!.duration_ms}`);
+  // The first chunk that carries output comes after one gap, the end after two.
+  const { time_to_first_token_ms: ttft, duration_ms: duration } = res!;
+  assert.ok(ttft >= 55 && duration - ttft >= 55, `ttft ${ttft}, duration ${duration}`);
   assert.equal(res!.attributes.response_model, "gpt-4o-2024-08-06");
 });
 
