@@ -93,3 +93,33 @@ impl Default for AggregatorConfig {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_reads_and_shares_ingests_quota_section() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/");
+        let config: AggregatorConfig = tally_runtime::config::load(Some(std::path::Path::new(
+            &format!("{root}aggregator.toml"),
+        )))
+        .expect("aggregator.toml reads");
+        assert!(config.quota.validate().is_ok());
+        let ingest = std::fs::read_to_string(format!("{root}ingest.toml")).expect("ingest.toml");
+        let aggregator =
+            std::fs::read_to_string(format!("{root}aggregator.toml")).expect("aggregator.toml");
+        let quota_section = |text: &str| -> String {
+            let start = text.find("[quota]").expect("a [quota] section");
+            let rest = &text[start..];
+            // The section runs until the next comment block that starts another section.
+            let end = ["\n# Threshold alerts", "\n# Projects and keys"]
+                .iter()
+                .filter_map(|marker| rest.find(marker))
+                .min()
+                .unwrap_or(rest.len());
+            rest[..end].trim().to_owned()
+        };
+        assert_eq!(quota_section(&ingest), quota_section(&aggregator));
+    }
+}
