@@ -80,17 +80,17 @@ impl QuotaLedger {
             if let Some(row) = day {
                 let bucket = i64::from(row.bucket_start);
                 if bucket >= w.month && bucket < w.next_month {
-                    c.month_tokens += row.tokens;
-                    c.month_cost_nanos += row.cost_nanos;
+                    c.month_tokens = c.month_tokens.saturating_add(row.tokens);
+                    c.month_cost_nanos = c.month_cost_nanos.saturating_add(row.cost_nanos);
                 }
                 if bucket == w.day {
-                    c.day_tokens += row.tokens;
+                    c.day_tokens = c.day_tokens.saturating_add(row.tokens);
                 }
                 c.offset = c.offset.max(row.last_offset);
             }
             if let Some(row) = hour {
                 if i64::from(row.bucket_start) == w.hour {
-                    c.hour_tokens += row.tokens;
+                    c.hour_tokens = c.hour_tokens.saturating_add(row.tokens);
                 }
                 c.offset = c.offset.max(row.last_offset);
             }

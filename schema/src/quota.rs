@@ -14,6 +14,7 @@
 //! through the admin API (signed: a credit lowers usage, never below zero).
 
 mod check;
+pub mod numbers;
 mod records;
 #[cfg(test)]
 mod tests;
@@ -63,25 +64,43 @@ impl<'de> Deserialize<'de> for Usd {
 #[serde(default, deny_unknown_fields)]
 pub struct Limits {
     /// Tokens (input + output) per calendar UTC day.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numbers::opt_u64"
+    )]
     pub tokens_per_day: Option<u64>,
     /// Tokens per calendar UTC month.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numbers::opt_u64"
+    )]
     pub tokens_per_month: Option<u64>,
     /// Cost in USD per calendar UTC month, by Tally's price table.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cost_per_month_usd: Option<Usd>,
     /// Tokens per clock hour.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numbers::opt_u64"
+    )]
     pub tokens_per_hour: Option<u64>,
     /// LLM requests in any sliding 60 seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numbers::opt_u64"
+    )]
     pub requests_per_minute: Option<u64>,
     /// Tokens in any sliding 60 seconds.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numbers::opt_u64"
+    )]
     pub tokens_per_minute: Option<u64>,
     /// Largest `estimated_tokens` one request may ask for.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "numbers::opt_u64"
+    )]
     pub tokens_per_request: Option<u64>,
     /// Models the account may use; absent means every model. A name ending in `*` is a prefix.
     #[serde(skip_serializing_if = "Option::is_none")]

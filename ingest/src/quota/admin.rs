@@ -20,6 +20,11 @@ use tally_schema::money::json_signed_usd_nanos;
 use tally_schema::quota::{AccountSettings, Limits, QuotaRecord};
 use tally_schema::Envelope;
 
+/// The largest adjustment, either way: a trillion tokens or a million USD. Sums of many stay
+/// far inside 64 bits (and every fold adds with saturation anyway).
+const MAX_ADJUSTMENT_TOKENS: u64 = 1_000_000_000_000;
+const MAX_ADJUSTMENT_NANOS: u64 = 1_000_000 * 1_000_000_000;
+
 /// The session every adjustment of a project is filed under.
 pub const ADJUSTMENT_SESSION: &str = "tally-usage-adjustments";
 
@@ -38,7 +43,7 @@ struct SettingsBody {
 #[serde(deny_unknown_fields)]
 struct AdjustmentBody {
     /// Tokens to add to the account's usage; negative is a credit.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tally_schema::quota::numbers::i64")]
     tokens: i64,
     /// USD to add to the account's cost; negative is a credit.
     #[serde(default)]
@@ -127,7 +132,19 @@ pub async fn adjust_usage(
             ApiError::bad_request("invalid_field", "cost_usd: must be an amount of US dollars")
         })?),
     };
-    if body.reason.trim().is_empty() || body.reason.len() > 512 {
+    if body.tokens.unsigned_abs() > MAX_ADJUSTMENT_TOKENS {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("tokens: at most {MAX_ADJUSTMENT_TOKENS} either way"),
+        ));
+    }
+    if cost_nanos.is_some_and(|c| c.unsigned_abs() > MAX_ADJUSTMENT_NANOS) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "cost_usd: at most 1000000 USD either way",
+        ));
+    }
+    if body.reason.trim().is_empty() || body.reason.chars().count() > 512 {
         return Err(ApiError::bad_request(
             "invalid_field",
             "reason: must be 1 to 512 characters",

@@ -21,7 +21,7 @@ pub struct CheckBody {
     pub model: Option<String>,
     #[serde(default)]
     pub operation: Option<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "tally_schema::quota::numbers::u64")]
     pub estimated_tokens: u64,
     #[serde(default)]
     pub estimated_cost_usd: Option<serde_json::Number>,
@@ -47,7 +47,7 @@ pub async fn post_check(
     for (field, value) in [("model", &body.model), ("operation", &body.operation)] {
         if value
             .as_ref()
-            .is_some_and(|v| v.is_empty() || v.len() > 128)
+            .is_some_and(|v| v.is_empty() || v.chars().count() > 128)
         {
             return Err(ApiError::bad_request(
                 "invalid_field",

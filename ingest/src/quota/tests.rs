@@ -213,3 +213,54 @@ async fn admin_routes_need_the_admin_key_of_the_project() {
     assert_eq!(envelope.event.provided_cost_nanos, Some(-1_250_000_000));
     assert_eq!(envelope.event.attributes["tokens"], json!(-500));
 }
+
+#[actix_web::test]
+async fn whole_floats_count_as_integers_and_adjustments_are_bounded() {
+    let state = state(Arc::default());
+    let (status, body, _) = call(
+        &state,
+        "POST",
+        "/v1/quota/check",
+        "ingest",
+        json!({"account_id": "a", "estimated_tokens": 5.0}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, _, _) = call(
+        &state,
+        "POST",
+        "/v1/quota/check",
+        "ingest",
+        json!({"account_id": "a", "estimated_tokens": 5.5}),
+    )
+    .await;
+    assert_eq!(status, 400);
+    let uri = "/v1/admin/accounts/a/adjustments";
+    for (body, field) in [
+        (
+            json!({"tokens": 9_223_372_036_854_775_807_i64, "reason": "x"}),
+            "tokens",
+        ),
+        (
+            json!({"cost_usd": 9_223_372_036_u64, "reason": "x"}),
+            "cost_usd",
+        ),
+        (json!({"tokens": 1, "reason": "é".repeat(513)}), "reason"),
+    ] {
+        let (status, answer, _) = call(&state, "POST", uri, "admin", body).await;
+        assert_eq!(status, 400, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(field),
+            "{answer}"
+        );
+    }
+    let (status, _, _) = call(
+        &state,
+        "POST",
+        uri,
+        "admin",
+        json!({"tokens": -10.0, "reason": "é".repeat(512)}),
+    )
+    .await;
+    assert_eq!(status, 200);
+}

@@ -43,15 +43,19 @@ struct Totals {
 
 impl Totals {
     fn add(&mut self, row: &DailyUsage) {
-        self.tokens += i64::try_from(row.tokens).unwrap_or(i64::MAX) + row.adjusted_tokens;
-        self.cost_nanos += row.cost_nanos;
-        self.requests += row.requests;
+        let tokens = i64::try_from(row.tokens)
+            .unwrap_or(i64::MAX)
+            .saturating_add(row.adjusted_tokens);
+        self.tokens = self.tokens.saturating_add(tokens);
+        self.cost_nanos = self.cost_nanos.saturating_add(row.cost_nanos);
+        self.requests = self.requests.saturating_add(row.requests);
     }
 
     fn json(&self) -> Value {
         json!({
             "tokens": self.tokens.max(0),
-            "cost_usd": nanos_to_json(self.cost_nanos),
+            // A credit larger than the usage shows as zero, as tokens do.
+            "cost_usd": nanos_to_json(self.cost_nanos.max(0)),
             "requests": self.requests,
         })
     }
@@ -149,7 +153,7 @@ pub async fn get_usage(
             "month": {
                 "start": Timestamp(windows.month * 1000).to_rfc3339(),
                 "tokens": usage.month_tokens.max(0),
-                "cost_usd": nanos_to_json(usage.month_cost_nanos),
+                "cost_usd": nanos_to_json(usage.month_cost_nanos.max(0)),
             },
         },
         "breakdown": {

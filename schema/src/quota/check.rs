@@ -135,18 +135,18 @@ impl Usage {
         let mut usage = Usage::default();
         for c in counters {
             if c.day_start == w.day {
-                usage.day_tokens += c.day_tokens;
+                usage.day_tokens = usage.day_tokens.saturating_add(c.day_tokens);
             }
             if c.hour_start == w.hour {
-                usage.hour_tokens += c.hour_tokens;
+                usage.hour_tokens = usage.hour_tokens.saturating_add(c.hour_tokens);
             }
             if c.month_start == w.month {
-                usage.month_tokens += c.month_tokens;
-                usage.month_cost_nanos += c.month_cost_nanos;
+                usage.month_tokens = usage.month_tokens.saturating_add(c.month_tokens);
+                usage.month_cost_nanos = usage.month_cost_nanos.saturating_add(c.month_cost_nanos);
             }
             for slot in c.seconds.iter().filter(|s| s.sec > now_sec - MINUTE_SLOTS) {
-                usage.minute_requests += slot.requests;
-                usage.minute_tokens += slot.tokens;
+                usage.minute_requests = usage.minute_requests.saturating_add(slot.requests);
+                usage.minute_tokens = usage.minute_tokens.saturating_add(slot.tokens);
                 usage.minute_oldest_sec = Some(
                     usage
                         .minute_oldest_sec

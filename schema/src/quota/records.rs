@@ -115,8 +115,8 @@ impl CounterRecord {
             self.month_cost_nanos = 0;
         }
         if w.month == self.month_start {
-            self.month_tokens += tokens;
-            self.month_cost_nanos += cost_nanos;
+            self.month_tokens = self.month_tokens.saturating_add(tokens);
+            self.month_cost_nanos = self.month_cost_nanos.saturating_add(cost_nanos);
         }
         let sec = ts_ms.div_euclid(1000);
         let now = now_ms.div_euclid(1000);
@@ -129,8 +129,8 @@ impl CounterRecord {
     fn add_slot(&mut self, sec: i64, requests: u64, tokens: u64) {
         match self.seconds.binary_search_by_key(&sec, |s| s.sec) {
             Ok(i) => {
-                self.seconds[i].requests += requests;
-                self.seconds[i].tokens += tokens;
+                self.seconds[i].requests = self.seconds[i].requests.saturating_add(requests);
+                self.seconds[i].tokens = self.seconds[i].tokens.saturating_add(tokens);
             }
             Err(i) => self.seconds.insert(
                 i,
@@ -164,7 +164,7 @@ fn roll(start: &mut i64, window: i64, counters: &mut [&mut i64], amount: i64) {
     }
     if window == *start {
         for c in counters.iter_mut() {
-            **c += amount;
+            **c = c.saturating_add(amount);
         }
     }
 }
