@@ -7,9 +7,12 @@
 #  3. ingest alone (aggregator stopped) at batch sizes 1, 10, 100 and 1000, gzip off and on,
 #     and a bare rdkafka producer sending the same records to the same broker: the ceiling;
 #  4. fold: tally-foldbench, the aggregator alone on a preloaded topic, next to the rate at
-#     which ClickHouse takes the same rows inserted directly.
+#     which ClickHouse takes the same rows inserted directly;
+#  5. quota: tally-quotabench fills ingest's quota view with 10,000 accounts (memory per
+#     account), then checks at 20,000/s over HTTP (p50/p99 from each request's scheduled
+#     start) and as fast as ingest answers.
 # BENCH_SECONDS, BENCH_MATRIX_SECONDS, BENCH_BATCH, BENCH_CONCURRENCY, BENCH_RATE and
-# BENCH_FOLD_SESSIONS change it.
+# BENCH_FOLD_SESSIONS, BENCH_QUOTA_ACCOUNTS and BENCH_QUOTA_RATE change it.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -79,3 +82,13 @@ for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2
 pids=()
 echo "== 4. fold rate against direct inserts"
 "$TARGET/release/tally-foldbench" --sessions "${BENCH_FOLD_SESSIONS:-30000}"
+echo "== 5. quota checks over HTTP, ${BENCH_QUOTA_ACCOUNTS:-10000} accounts in the view"
+quota_topic="tally.bench.$run_id.quota"
+TALLY_KAFKA__QUOTA_TOPIC="$quota_topic" RUST_LOG=warn \
+  "$TARGET/release/tally-ingest" --config "$bench/ingest.toml" >"$bench/ingest-quota.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 60); do curl -sf http://127.0.0.1:18090/readyz >/dev/null && break; sleep 0.5; done
+"$TARGET/release/tally-quotabench" --url http://127.0.0.1:18090 --key "$key" --project bench \
+  --pid "${pids[-1]}" --brokers "127.0.0.1:${TALLY_KAFKA_PORT:-9092}" --quota-topic "$quota_topic" \
+  --accounts "${BENCH_QUOTA_ACCOUNTS:-10000}" --rate "${BENCH_QUOTA_RATE:-20000}" \
+  --duration-secs "${BENCH_SECONDS:-30}"

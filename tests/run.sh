@@ -28,3 +28,5 @@ cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
 cargo test --locked --workspace
 "$STATE/venv/bin/pytest" -q tests/python
+"$STATE/venv/bin/pytest" -q sdks/python/tests
+bash sdks/typescript/scripts/test.sh

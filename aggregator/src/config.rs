@@ -5,6 +5,7 @@ use crate::dedup::DedupConfig;
 use serde::{Deserialize, Serialize};
 use tally_runtime::clickhouse::ClickHouseConfig;
 use tally_runtime::kafka::KafkaConfig;
+use tally_schema::quota::QuotaConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -40,6 +41,33 @@ pub struct AggregatorConfig {
     pub dedup: DedupConfig,
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
+    /// Plans and limits: the same section as ingest's, so alerts use the same limits.
+    pub quota: QuotaConfig,
+    pub alerts: AlertsConfig,
+}
+
+/// Threshold alerts: one record per account, limit, window and threshold crossed, to the
+/// alerts topic and the `quota_alerts` table, and optionally to a webhook.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AlertsConfig {
+    /// URL (http) that gets each alert as a JSON POST; empty for none.
+    pub webhook_url: String,
+    /// Attempts per alert (exponential backoff from 200 ms) before the webhook call is
+    /// given up and logged; the alert itself is already in Kafka and ClickHouse.
+    pub webhook_max_attempts: u32,
+    /// How often accounts whose usage changed are checked against their thresholds, in ms.
+    pub evaluate_interval_ms: u64,
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            webhook_url: String::new(),
+            webhook_max_attempts: 5,
+            evaluate_interval_ms: 500,
+        }
+    }
 }
 
 impl Default for AggregatorConfig {
@@ -60,6 +88,38 @@ impl Default for AggregatorConfig {
             dedup: DedupConfig::default(),
             kafka: KafkaConfig::default(),
             clickhouse: ClickHouseConfig::default(),
+            quota: QuotaConfig::default(),
+            alerts: AlertsConfig::default(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shipped_config_reads_and_shares_ingests_quota_section() {
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../deploy/local/");
+        let config: AggregatorConfig = tally_runtime::config::load(Some(std::path::Path::new(
+            &format!("{root}aggregator.toml"),
+        )))
+        .expect("aggregator.toml reads");
+        assert!(config.quota.validate().is_ok());
+        let ingest = std::fs::read_to_string(format!("{root}ingest.toml")).expect("ingest.toml");
+        let aggregator =
+            std::fs::read_to_string(format!("{root}aggregator.toml")).expect("aggregator.toml");
+        let quota_section = |text: &str| -> String {
+            let start = text.find("[quota]").expect("a [quota] section");
+            let rest = &text[start..];
+            // The section runs until the next comment block that starts another section.
+            let end = ["\n# Threshold alerts", "\n# Projects and keys"]
+                .iter()
+                .filter_map(|marker| rest.find(marker))
+                .min()
+                .unwrap_or(rest.len());
+            rest[..end].trim().to_owned()
+        };
+        assert_eq!(quota_section(&ingest), quota_section(&aggregator));
     }
 }

@@ -5,6 +5,7 @@ use crate::config::AggregatorConfig;
 use crate::dead_letter::DeadLetters;
 use crate::fold::{Folder, GroupTable, Record};
 use crate::metrics::Metrics;
+use crate::quota::QuotaLedger;
 use crate::store::Store;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -12,12 +13,15 @@ use rdkafka::consumer::{
 use rdkafka::message::Headers;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tally_quota::Publisher;
 use tally_schema::envelope::{Envelope, RebuildRequest, CONTROL_HEADER, ENVELOPE_VERSION};
 use tally_schema::pricing::PriceTable;
+use tally_schema::quota::{CounterRecord, QuotaRecord, WindowStarts, MINUTE_SLOTS};
+use tally_schema::rollups::Granularity;
 use tokio::sync::watch;
 
 /// Partition assignments seen by librdkafka, applied by the loop between batches.
@@ -85,6 +89,10 @@ pub struct Aggregator {
     store: Store,
     dead_letters: DeadLetters,
     folder: Folder,
+    ledger: QuotaLedger,
+    publisher: Publisher,
+    /// Partitions this replica owns, shared with the alerter.
+    owned: Arc<RwLock<BTreeSet<i32>>>,
     metrics: Arc<Metrics>,
     shutdown: watch::Receiver<bool>,
 }
@@ -95,6 +103,7 @@ impl Aggregator {
         prices: PriceTable,
         client: clickhouse::Client,
         metrics: Arc<Metrics>,
+        owned: Arc<RwLock<BTreeSet<i32>>>,
         shutdown: watch::Receiver<bool>,
     ) -> anyhow::Result<Self> {
         let mut kafka = config.kafka.client_config();
@@ -117,7 +126,11 @@ impl Aggregator {
             })?;
         consumer.subscribe(&[&config.kafka.events_topic])?;
         let dead_letters = DeadLetters::new(&config.kafka)?;
+        let publisher = Publisher::new(&config.kafka, Duration::from_secs(10))?;
         Ok(Self {
+            ledger: QuotaLedger::default(),
+            publisher,
+            owned,
             folder: Folder::new(config.dedup.clone(), prices, config.max_cached_rows),
             config,
             consumer,
@@ -186,6 +199,7 @@ impl Aggregator {
                 Assignment::Revoked(partitions) => {
                     for p in partitions {
                         self.folder.forget_partition(p);
+                        self.ledger.forget_partition(p);
                         let _ = self.metrics.lag.remove_label_values(&[&p.to_string()]);
                     }
                 }
@@ -195,6 +209,9 @@ impl Aggregator {
                     let window_ms =
                         i64::try_from(self.config.dedup.window_secs * 1000).unwrap_or(i64::MAX);
                     let since = chrono_now_ms() - window_ms;
+                    for p in &partitions {
+                        self.restore_quota(*p).await?;
+                    }
                     for p in partitions {
                         let known = self
                             .retry("load dedup window", || self.store.known_events(p, since))
@@ -216,6 +233,13 @@ impl Aggregator {
             self.metrics
                 .assigned_partitions
                 .set(assignment.count() as i64);
+            if let Ok(mut owned) = self.owned.write() {
+                *owned = assignment
+                    .elements()
+                    .iter()
+                    .map(|e| e.partition())
+                    .collect();
+            }
         }
         Ok(())
     }
@@ -302,6 +326,9 @@ impl Aggregator {
         self.retry("write batch", || self.store.write(&output))
             .await?;
         phase.end("write");
+        let counters = self.ledger.fold(&output.quota, tally_quota::now_ms());
+        self.publish_counters(counters).await?;
+        phase.end("quota");
         let metrics = &self.metrics;
         for (table, rows) in [
             ("events", output.events.len()),
@@ -349,6 +376,8 @@ impl Aggregator {
         self.retry("write rebuilt rows", || self.store.write(&output))
             .await?;
         self.metrics.rebuilds.inc();
+        // Re-priced rows change the month's cost: the counters start again from them.
+        self.restore_quota(partition).await?;
         tracing::info!(
             partition,
             offset,
@@ -359,6 +388,75 @@ impl Aggregator {
             usage_rows = output.usage_hourly.len() + output.usage_daily.len(),
             "rebuilt rollups"
         );
+        Ok(())
+    }
+
+    /// Starts a partition's quota counters from ClickHouse and publishes them.
+    async fn restore_quota(&mut self, partition: i32) -> anyhow::Result<()> {
+        let now_ms = tally_quota::now_ms();
+        let w = WindowStarts::at(now_ms);
+        let store = &self.store;
+        let daily = self
+            .retry("load quota days", || {
+                store.partition_usage_since(Granularity::Day, partition, w.month)
+            })
+            .await?;
+        let hourly = self
+            .retry("load quota hour", || {
+                store.partition_usage_since(Granularity::Hour, partition, w.hour)
+            })
+            .await?;
+        let since = now_ms.div_euclid(1000) - MINUTE_SLOTS;
+        let seconds = self
+            .retry("load quota minute", || {
+                store.partition_recent_seconds(partition, since)
+            })
+            .await?;
+        let counters = self
+            .ledger
+            .restore(partition, daily, hourly, seconds, now_ms);
+        tracing::info!(
+            partition,
+            accounts = counters.len(),
+            "quota counters restored"
+        );
+        self.publish_counters(counters).await
+    }
+
+    /// Publishes counters to the quota topic, retrying until Kafka has them (offsets are
+    /// committed only after, so a crash before replays the batch and publishes again).
+    async fn publish_counters(&self, counters: Vec<CounterRecord>) -> anyhow::Result<()> {
+        if counters.is_empty() {
+            return Ok(());
+        }
+        let records: Vec<(String, Vec<u8>)> = counters
+            .into_iter()
+            .map(|c| {
+                let record = QuotaRecord::Counters(c);
+                (record.key(), record.to_json())
+            })
+            .collect();
+        let count = records.len() as u64;
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self
+                .publisher
+                .send_all(&self.config.kafka.quota_topic, records.clone())
+                .await
+            {
+                Ok(()) => break,
+                Err(err) => {
+                    self.metrics.quota_publish_failures.inc();
+                    tracing::warn!(%err, "quota topic unavailable; retrying");
+                    if self.stopping() {
+                        anyhow::bail!("{err}");
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+        self.metrics.quota_published.inc_by(count);
         Ok(())
     }
 

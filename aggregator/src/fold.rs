@@ -10,8 +10,10 @@ use crate::dedup::{DedupConfig, DedupWindow, EventKey, Seen};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use tally_schema::envelope::Envelope;
 use tally_schema::pricing::PriceTable;
+use tally_schema::rollups::adjustment_tokens;
 use tally_schema::rollups::{Granularity, ToolKey, ToolRow, UsageKey, UsageRow};
 use tally_schema::rows::{EventRow, Priced, SessionRow};
+use tally_schema::EventType;
 
 /// One decoded Kafka record.
 #[derive(Debug, Clone)]
@@ -61,9 +63,24 @@ pub struct FoldOutput {
     pub usage_hourly: Vec<UsageRow>,
     pub usage_daily: Vec<UsageRow>,
     pub tools: Vec<ToolRow>,
+    /// What each newly folded event adds to its account's quota counters.
+    pub quota: Vec<QuotaDelta>,
     pub resends_skipped: u64,
     pub redeliveries_skipped: u64,
     pub unpriced: u64,
+}
+
+/// One event's share of its account's quota counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaDelta {
+    pub partition: i32,
+    pub offset: u64,
+    pub project_id: String,
+    pub account_id: String,
+    pub ts_ms: i64,
+    pub tokens: i64,
+    pub cost_nanos: i64,
+    pub requests: u64,
 }
 
 pub struct Folder {
@@ -209,6 +226,10 @@ impl Folder {
 
     fn price(&self, envelope: &Envelope) -> Priced {
         let event = &envelope.event;
+        if event.event_type == EventType::UsageAdjustment {
+            // An adjustment's cost is the amount the admin gave, not a price.
+            return Priced::Cost(event.provided_cost_nanos.unwrap_or(0));
+        }
         if event.usage.is_zero() {
             return Priced::NoUsage;
         }
@@ -217,6 +238,11 @@ impl Folder {
             .as_deref()
             .and_then(|model| self.prices.cost_nanos(model, event.timestamp, &event.usage));
         cost.map_or(Priced::Unpriced, Priced::Cost)
+    }
+
+    /// The prices the fold uses.
+    pub fn prices(&self) -> &PriceTable {
+        &self.prices
     }
 
     /// Folds records (in Kafka order per partition). Everything [`Folder::plan`] listed must
@@ -260,6 +286,11 @@ impl Folder {
                     row.fold(event, cost, offset);
                     touched_usage.insert(key);
                     applied = true;
+                    // The daily row is what quota counters restart from, so it decides.
+                    if granularity == Granularity::Day {
+                        out.quota
+                            .push(quota_delta(envelope, cost, partition, offset));
+                    }
                 }
             }
             if let Some(key) = ToolKey::of(&envelope.project_id, event, partition) {
@@ -416,3 +447,24 @@ impl Folder {
 
 #[cfg(test)]
 mod tests;
+
+fn quota_delta(envelope: &Envelope, cost: Priced, partition: i32, offset: u64) -> QuotaDelta {
+    let event = &envelope.event;
+    let tokens = event
+        .usage
+        .input_tokens
+        .saturating_add(event.usage.output_tokens);
+    QuotaDelta {
+        partition,
+        offset,
+        project_id: envelope.project_id.clone(),
+        account_id: event.account_id.clone(),
+        ts_ms: event.timestamp.0,
+        tokens: i64::try_from(tokens).unwrap_or(i64::MAX) + adjustment_tokens(event),
+        cost_nanos: match cost {
+            Priced::Cost(nanos) => nanos,
+            _ => 0,
+        },
+        requests: u64::from(event.event_type == EventType::LlmRequest),
+    }
+}

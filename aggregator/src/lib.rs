@@ -4,6 +4,7 @@
 //! exactly once to the raw event store and the session rollups, [`store::Store`] writes them,
 //! and offsets are committed only after ClickHouse has the rows.
 
+pub mod alerts;
 pub mod config;
 pub mod consumer;
 pub mod dead_letter;
@@ -11,6 +12,7 @@ pub mod dedup;
 pub mod fold;
 pub mod health;
 pub mod metrics;
+pub mod quota;
 pub mod rebuild;
 pub mod retention;
 pub mod store;
@@ -86,7 +88,20 @@ pub async fn start(config: config::AggregatorConfig) -> anyhow::Result<Running> 
             shutdown.clone(),
         ));
     }
-    let aggregator = consumer::Aggregator::new(config, prices, client, metrics.clone(), shutdown)?;
+    let owned = Arc::new(std::sync::RwLock::new(std::collections::BTreeSet::new()));
+    let partitions = events_partitions(&config.kafka);
+    let alerter = alerts::Alerter::new(
+        config.quota.clone(),
+        config.alerts.clone(),
+        &config.kafka,
+        partitions,
+        owned.clone(),
+        store::Store::new(client.clone()),
+        metrics.clone(),
+    )?;
+    tokio::spawn(alerter.run(shutdown.clone()));
+    let aggregator =
+        consumer::Aggregator::new(config, prices, client, metrics.clone(), owned, shutdown)?;
     let task = tokio::spawn(aggregator.run());
     Ok(Running {
         addr,
@@ -95,4 +110,22 @@ pub async fn start(config: config::AggregatorConfig) -> anyhow::Result<Running> 
         task,
         health: health_handle,
     })
+}
+
+/// The events topic's partition count as the broker tells it (the configured count if the
+/// broker cannot be asked): account alert ownership hashes over it.
+fn events_partitions(kafka: &tally_runtime::kafka::KafkaConfig) -> i32 {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let asked = kafka
+        .client_config()
+        .create::<BaseConsumer>()
+        .ok()
+        .and_then(|c| {
+            c.fetch_metadata(Some(&kafka.events_topic), std::time::Duration::from_secs(5))
+                .ok()
+        })
+        .and_then(|m| m.topics().first().map(|t| t.partitions().len()))
+        .and_then(|n| i32::try_from(n).ok())
+        .filter(|n| *n > 0);
+    asked.unwrap_or(kafka.events_partitions)
 }

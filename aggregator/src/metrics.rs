@@ -21,6 +21,12 @@ pub struct Metrics {
     pub unpriced: IntCounter,
     /// Rebuild control records applied.
     pub rebuilds: IntCounter,
+    /// Quota counter records published to the quota topic.
+    pub quota_published: IntCounter,
+    /// Threshold alerts emitted, by threshold.
+    pub quota_alerts: IntCounterVec,
+    /// Failed publishes to the quota or alert topics (each is retried).
+    pub quota_publish_failures: IntCounter,
     /// False while ClickHouse writes fail; `/readyz` answers 503 then.
     pub writing: AtomicBool,
 }
@@ -78,6 +84,30 @@ impl Metrics {
                 IntCounter::new(
                     "tally_aggregator_rebuilds_total",
                     "Rebuild requests applied (one per partition and request).",
+                ),
+            ),
+            quota_published: register(
+                &r,
+                IntCounter::new(
+                    "tally_aggregator_quota_counters_published_total",
+                    "Quota counter records published to the quota topic.",
+                ),
+            ),
+            quota_alerts: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tally_aggregator_quota_alerts_total",
+                        "Quota threshold alerts emitted, by threshold.",
+                    ),
+                    &["threshold"],
+                ),
+            ),
+            quota_publish_failures: register(
+                &r,
+                IntCounter::new(
+                    "tally_aggregator_quota_publish_failures_total",
+                    "Failed publishes to the quota or alert topics (each is retried).",
                 ),
             ),
             registry: r,

@@ -16,6 +16,28 @@ pub struct KnownEvent {
     pub first_received_at_ms: i64,
 }
 
+/// One partition's usage of one account in one bucket (see `queries::PARTITION_*_USAGE_SINCE`).
+#[derive(Debug, Row, Deserialize)]
+pub struct PartitionUsage {
+    pub project_id: String,
+    pub account_id: String,
+    pub bucket_start: u32,
+    pub tokens: i64,
+    pub cost_nanos: i64,
+    pub last_offset: u64,
+}
+
+/// One partition's requests and tokens of one account in one second.
+#[derive(Debug, Row, Deserialize)]
+pub struct RecentSecond {
+    pub project_id: String,
+    pub account_id: String,
+    pub second: i64,
+    pub requests: u64,
+    pub tokens: u64,
+}
+
+#[derive(Clone)]
 pub struct Store {
     client: clickhouse::Client,
 }
@@ -118,6 +140,47 @@ impl Store {
             rows.append(&mut part);
         }
         Ok(rows)
+    }
+
+    /// A partition's usage per account and bucket since `since` (Unix seconds).
+    pub async fn partition_usage_since(
+        &self,
+        granularity: Granularity,
+        partition: i32,
+        since: i64,
+    ) -> Result<Vec<PartitionUsage>, clickhouse::error::Error> {
+        let query = match granularity {
+            Granularity::Hour => queries::PARTITION_HOURLY_USAGE_SINCE,
+            Granularity::Day => queries::PARTITION_DAILY_USAGE_SINCE,
+        };
+        self.client
+            .query(query.sql)
+            .bind(partition)
+            .bind(u32::try_from(since).unwrap_or(0))
+            .fetch_all()
+            .await
+    }
+
+    /// A partition's requests and tokens per account and second since `since` (Unix seconds).
+    pub async fn partition_recent_seconds(
+        &self,
+        partition: i32,
+        since: i64,
+    ) -> Result<Vec<RecentSecond>, clickhouse::error::Error> {
+        self.client
+            .query(queries::PARTITION_RECENT_SECONDS.sql)
+            .bind(partition)
+            .bind(u32::try_from(since).unwrap_or(0))
+            .fetch_all()
+            .await
+    }
+
+    /// Inserts rows into `table` in one insert.
+    pub async fn insert<T>(&self, table: &str, rows: &[T]) -> Result<(), clickhouse::error::Error>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowWrite,
+    {
+        insert_all(&self.client, table, rows).await
     }
 
     /// Event ids a partition received since `since_ms` (ingest time).

@@ -22,7 +22,7 @@ KEY="$(cat "$DEMO/key")"
 HASH="$(printf %s "$KEY" | sha256sum | cut -d' ' -f1)"
 {
   cat "$HERE/ingest.toml"
-  printf '\n[[projects]]\nid = "demo"\nkeys = [{ sha256 = "%s", scopes = ["ingest", "read"] }]\n' "$HASH"
+  printf '\n[[projects]]\nid = "demo"\nkeys = [{ sha256 = "%s", scopes = ["ingest", "read", "admin"] }]\n' "$HASH"
 } >"$DEMO/ingest.toml"
 
 alive() { [[ -f "$1" ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
@@ -64,6 +64,12 @@ Post a small batch:
 Read its timeline and rollup back:
   curl -s http://127.0.0.1:8080/v1/sessions/demo-session/timeline -H "Authorization: Bearer $KEY"
   curl -s http://127.0.0.1:8080/v1/sessions/demo-session -H "Authorization: Bearer $KEY"
+
+Ask before an LLM call, and see the account's usage (the demo key is also its admin key):
+  curl -s http://127.0.0.1:8080/v1/quota/check -H "Authorization: Bearer $KEY" -H 'Content-Type: application/json' \\
+    -d '{"account_id": "acct-1", "model": "gpt-4o", "estimated_tokens": 2000}'
+  curl -s http://127.0.0.1:8080/v1/usage/acct-1 -H "Authorization: Bearer $KEY"
+  curl -s -X PUT http://127.0.0.1:8080/v1/admin/accounts/acct-1 -H "Authorization: Bearer $KEY" -d '{"plan": "pro"}'
 
 Stop everything: make stop
 MSG

@@ -59,7 +59,16 @@ impl Redaction {
             event.content = None;
         }
         if self.hash_account_id {
-            event.account_id = hash_key(&format!("{project_id}:{}", event.account_id));
+            event.account_id = self.account_id(project_id, &event.account_id);
+        }
+    }
+
+    /// The account id as it is stored: hashed when the project hashes account ids.
+    pub fn account_id(&self, project_id: &str, account_id: &str) -> String {
+        if self.hash_account_id {
+            hash_key(&format!("{project_id}:{account_id}"))
+        } else {
+            account_id.to_owned()
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::sink::ProducerConfig;
 use serde::{Deserialize, Serialize};
 use tally_runtime::clickhouse::ClickHouseConfig;
 use tally_runtime::kafka::KafkaConfig;
+use tally_schema::quota::QuotaConfig;
 use tally_schema::validate::Limits;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -28,6 +29,8 @@ pub struct IngestConfig {
     pub rate_limit: RateLimitConfig,
     /// Projects and their keys (stored as SHA-256 hashes).
     pub projects: Vec<ProjectConfig>,
+    /// Plans, limits and the quota check's behaviour (the aggregator reads the same section).
+    pub quota: QuotaConfig,
 }
 
 impl Default for IngestConfig {
@@ -43,6 +46,7 @@ impl Default for IngestConfig {
             limits: Limits::default(),
             rate_limit: RateLimitConfig::default(),
             projects: Vec::new(),
+            quota: QuotaConfig::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod metrics;
+pub mod quota;
 pub mod ratelimit;
 pub mod read;
 pub mod server;
@@ -34,7 +35,9 @@ pub fn build(config: config::IngestConfig) -> anyhow::Result<(Running, actix_web
     let listener = std::net::TcpListener::bind(&config.listen)
         .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.listen))?;
     let addr = listener.local_addr()?;
-    let state = actix_web::web::Data::new(server::AppState::new(config, sink.clone())?);
+    let quota = quota::QuotaState::connect(config.quota.clone(), &config.kafka)?;
+    let state =
+        actix_web::web::Data::new(server::AppState::with_quota(config, sink.clone(), quota)?);
     let server = server::start(state, listener)?;
     let running = Running {
         addr,

@@ -28,6 +28,13 @@ async fn main() -> anyhow::Result<()> {
         println!("{}", toml_like(&config));
         return Ok(());
     }
+    // The quota topic must be compacted; creating it here keeps a broker's auto-creation from
+    // making it first. Kafka may be down at start: ingest then starts not-ready and retries.
+    match tokio::time::timeout(Duration::from_secs(10), config.kafka.ensure_topics()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => tracing::warn!(%err, "cannot create topics"),
+        Err(_) => tracing::warn!("kafka did not answer; topics not checked"),
+    }
     let (running, server) = tally_ingest::build(config)?;
     tracing::info!(addr = %running.addr, "tally-ingest listening");
     server.await?;

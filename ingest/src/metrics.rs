@@ -1,8 +1,8 @@
 //! ingest's Prometheus metrics, served at `/metrics`.
 
 use prometheus::{
-    exponential_buckets, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts,
-    Registry,
+    exponential_buckets, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
+    Opts, Registry,
 };
 use tally_runtime::metrics::{latency_buckets, register};
 
@@ -16,6 +16,12 @@ pub struct Metrics {
     pub batch_events: Histogram,
     pub produce_duration: HistogramVec,
     pub producer_queue: IntGauge,
+    /// Quota checks by outcome (allowed, refused) and refusal reason.
+    pub quota_checks: IntCounterVec,
+    pub quota_check_duration: Histogram,
+    /// Seconds since the quota view last heard from `tally.quota.v1`.
+    pub quota_view_staleness: Gauge,
+    pub quota_view_accounts: IntGauge,
 }
 
 impl Metrics {
@@ -83,6 +89,40 @@ impl Metrics {
                 IntGauge::new(
                     "tally_ingest_kafka_producer_queue_messages",
                     "Records waiting in the Kafka producer queue.",
+                ),
+            ),
+            quota_checks: register(
+                &r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "tally_ingest_quota_checks_total",
+                        "Quota checks by outcome and refusal reason.",
+                    ),
+                    &["outcome", "reason"],
+                ),
+            ),
+            quota_check_duration: register(
+                &r,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "tally_ingest_quota_check_duration_seconds",
+                        "Time to decide a quota check, without HTTP.",
+                    )
+                    .buckets(exponential_buckets(0.000_001, 4.0, 10).unwrap_or_default()),
+                ),
+            ),
+            quota_view_staleness: register(
+                &r,
+                Gauge::new(
+                    "tally_ingest_quota_view_staleness_seconds",
+                    "Seconds since the quota view last heard from its Kafka topic.",
+                ),
+            ),
+            quota_view_accounts: register(
+                &r,
+                IntGauge::new(
+                    "tally_ingest_quota_view_accounts",
+                    "Accounts in the in-memory quota view.",
                 ),
             ),
             registry: r,

@@ -5,6 +5,7 @@ use crate::auth::KeyRing;
 use crate::config::IngestConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
+use crate::quota::{self, QuotaState};
 use crate::ratelimit::{RateLimitState, RateLimiter};
 use crate::sink::EventSink;
 use crate::{batch, read, sessions};
@@ -26,11 +27,27 @@ pub struct AppState {
     pub clickhouse: clickhouse::Client,
     pub metrics: Metrics,
     pub limiter: RateLimiter,
+    pub quota: QuotaState,
 }
 
 impl AppState {
+    /// State whose quota view follows nothing (for tests of the HTTP layer alone).
     pub fn new(config: IngestConfig, sink: Arc<dyn EventSink>) -> anyhow::Result<Self> {
+        let quota = QuotaState::detached(config.quota.clone());
+        Self::with_quota(config, sink, quota)
+    }
+
+    pub fn with_quota(
+        config: IngestConfig,
+        sink: Arc<dyn EventSink>,
+        quota: QuotaState,
+    ) -> anyhow::Result<Self> {
+        config
+            .quota
+            .validate()
+            .map_err(|err| anyhow::anyhow!("{err}"))?;
         Ok(Self {
+            quota,
             keys: KeyRing::new(&config.projects)?,
             clickhouse: config.clickhouse.client(),
             limiter: RateLimiter::new(config.rate_limit.clone()),
@@ -50,6 +67,20 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             web::get().to(sessions::get_timeline),
         )
         .configure(read::routes)
+        .route("/v1/quota/check", web::post().to(quota::post_check))
+        .route("/v1/usage/{account_id}", web::get().to(quota::get_usage))
+        .route(
+            "/v1/admin/accounts/{account_id}",
+            web::get().to(quota::get_account),
+        )
+        .route(
+            "/v1/admin/accounts/{account_id}",
+            web::put().to(quota::put_account),
+        )
+        .route(
+            "/v1/admin/accounts/{account_id}/adjustments",
+            web::post().to(quota::adjust_usage),
+        )
         .route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
@@ -86,6 +117,10 @@ async fn healthz() -> HttpResponse {
 }
 
 async fn readyz(state: web::Data<AppState>) -> HttpResponse {
+    if !state.quota.is_loaded() {
+        return HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "not_ready", "reason": "quota view loading"}));
+    }
     if state.sink.is_ready() {
         HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
     } else {
@@ -96,6 +131,22 @@ async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.metrics.producer_queue.set(state.sink.queue_len());
+    let staleness = state
+        .quota
+        .staleness_secs(chrono::Utc::now().timestamp_millis());
+    // An unbounded staleness (never caught up) shows as a large finite number.
+    state
+        .metrics
+        .quota_view_staleness
+        .set(if staleness.is_finite() {
+            staleness
+        } else {
+            1e9
+        });
+    state
+        .metrics
+        .quota_view_accounts
+        .set(state.quota.accounts() as i64);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -17,6 +17,10 @@ pub struct KafkaConfig {
     pub events_topic: String,
     /// Where the aggregator puts records it cannot fold, with the reason in a header.
     pub dead_letter_topic: String,
+    /// The compacted topic of quota counters and account settings every ingest replica follows.
+    pub quota_topic: String,
+    /// Where the aggregator emits one alert per account, limit, window and threshold crossed.
+    pub alerts_topic: String,
     /// Partitions of the event topic when Tally creates it.
     pub events_partitions: i32,
     /// Replication factor of the event topic when Tally creates it.
@@ -29,6 +33,8 @@ impl Default for KafkaConfig {
             brokers: "127.0.0.1:9092".into(),
             events_topic: "tally.events.v1".into(),
             dead_letter_topic: "tally.events.dlq.v1".into(),
+            quota_topic: "tally.quota.v1".into(),
+            alerts_topic: "tally.alerts.v1".into(),
             events_partitions: 6,
             replication_factor: 1,
         }
@@ -46,13 +52,18 @@ impl KafkaConfig {
         config
     }
 
-    /// Creates the event and dead-letter topics unless they exist.
+    /// Creates the event, dead-letter, quota (compacted) and alert topics unless they exist.
     pub async fn ensure_topics(&self) -> anyhow::Result<()> {
         let admin: AdminClient<DefaultClientContext> = self.client_config().create()?;
         let replication = || TopicReplication::Fixed(self.replication_factor);
         let topics = [
             NewTopic::new(&self.events_topic, self.events_partitions, replication()),
             NewTopic::new(&self.dead_letter_topic, 1, replication()),
+            // One partition: every reader wants all of it, and it holds one record per key.
+            NewTopic::new(&self.quota_topic, 1, replication())
+                .set("cleanup.policy", "compact")
+                .set("min.compaction.lag.ms", "60000"),
+            NewTopic::new(&self.alerts_topic, 1, replication()),
         ];
         let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
         let results = admin.create_topics(&topics, &options).await?;

@@ -22,6 +22,9 @@ pub enum EventType {
     Error,
     Artifact,
     Custom,
+    /// A credit or debit of an account's usage, made through the admin API only (it is not
+    /// in [`EventType::ALL`], so the wire refuses it).
+    UsageAdjustment,
 }
 
 impl EventType {
@@ -52,11 +55,17 @@ impl EventType {
             Self::Error => "error",
             Self::Artifact => "artifact",
             Self::Custom => "custom",
+            Self::UsageAdjustment => "usage_adjustment",
         }
     }
 
     pub fn parse(text: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|t| t.as_str() == text)
+    }
+
+    /// Like [`EventType::parse`], but also the types only Tally itself writes.
+    pub fn parse_stored(text: &str) -> Option<Self> {
+        Self::parse(text).or((text == "usage_adjustment").then_some(Self::UsageAdjustment))
     }
 
     /// `llm_request` and `llm_response` must name their model and provider.
@@ -219,8 +228,9 @@ mod usd {
         let number = Option::<serde_json::Number>::deserialize(d)?;
         number
             .map(|n| {
-                crate::money::json_usd_nanos(&n).ok_or_else(|| {
-                    serde::de::Error::custom("cost_usd is not a non-negative amount")
+                // Signed: usage adjustments carry credits; the wire check refuses negatives.
+                crate::money::json_signed_usd_nanos(&n).ok_or_else(|| {
+                    serde::de::Error::custom("cost_usd is not an amount of US dollars")
                 })
             })
             .transpose()

@@ -44,6 +44,19 @@ pub fn json_usd_nanos(value: &serde_json::Number) -> Option<i64> {
     parse_usd_nanos(&f.to_string())
 }
 
+/// Like [`json_usd_nanos`], but a negative amount (a credit) is allowed.
+pub fn json_signed_usd_nanos(value: &serde_json::Number) -> Option<i64> {
+    if let Some(n) = value.as_i64() {
+        return n.checked_mul(NANOS_PER_USD);
+    }
+    let f = value.as_f64()?;
+    if !f.is_finite() {
+        return None;
+    }
+    let magnitude = parse_usd_nanos(&f.abs().to_string())?;
+    Some(if f < 0.0 { -magnitude } else { magnitude })
+}
+
 /// Renders nano-USD as a JSON number whose shortest decimal form is the exact amount.
 pub fn nanos_to_json(nanos: i64) -> serde_json::Value {
     if nanos % NANOS_PER_USD == 0 {

@@ -156,4 +156,36 @@ pub const ALL: &[Query] = &[
     METRICS_LATENCY,
     METRICS_COST,
     METRICS_TOOLS,
+    ACCOUNT_DAILY_USAGE,
+    PARTITION_DAILY_USAGE_SINCE,
+    PARTITION_HOURLY_USAGE_SINCE,
+    PARTITION_RECENT_SECONDS,
 ];
+
+/// One account's usage per day, model and operation since a day.
+/// Binds: project_id, account_id, first day (Unix seconds).
+pub const ACCOUNT_DAILY_USAGE: Query = Query {
+    name: "account_daily_usage",
+    sql: include_str!("../queries/account_daily_usage.sql"),
+};
+
+/// One partition's usage per account and day since a day, for its quota counters.
+/// Binds: kafka_partition, first day (Unix seconds).
+pub const PARTITION_DAILY_USAGE_SINCE: Query = Query {
+    name: "partition_daily_usage_since",
+    sql: include_str!("../queries/partition_daily_usage_since.sql"),
+};
+
+/// One partition's usage per account and hour since an hour, for its quota counters.
+/// Binds: kafka_partition, first hour (Unix seconds).
+pub const PARTITION_HOURLY_USAGE_SINCE: Query = Query {
+    name: "partition_hourly_usage_since",
+    sql: include_str!("../queries/partition_hourly_usage_since.sql"),
+};
+
+/// One partition's LLM requests and tokens per account and second since a time.
+/// Binds: kafka_partition, first second (Unix seconds).
+pub const PARTITION_RECENT_SECONDS: Query = Query {
+    name: "partition_recent_seconds",
+    sql: include_str!("../queries/partition_recent_seconds.sql"),
+};

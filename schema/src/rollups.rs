@@ -115,6 +115,8 @@ pub struct UsageRow {
     pub output_tokens: u64,
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
+    /// Signed tokens of usage adjustments (credits are negative).
+    pub adjusted_tokens: i64,
     pub cost_nanos: i64,
     pub provided_cost_nanos: i64,
     pub unpriced_events: u64,
@@ -182,6 +184,7 @@ impl UsageRow {
             output_tokens: 0,
             cache_read_tokens: 0,
             cache_write_tokens: 0,
+            adjusted_tokens: 0,
             cost_nanos: 0,
             provided_cost_nanos: 0,
             unpriced_events: 0,
@@ -221,18 +224,39 @@ impl UsageRow {
         if event.is_failure() {
             self.errors += 1;
         }
-        self.input_tokens += event.usage.input_tokens;
-        self.output_tokens += event.usage.output_tokens;
-        self.cache_read_tokens += event.usage.cache_read_tokens;
-        self.cache_write_tokens += event.usage.cache_write_tokens;
-        self.provided_cost_nanos += event.provided_cost_nanos.unwrap_or(0);
+        self.input_tokens = self.input_tokens.saturating_add(event.usage.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(event.usage.output_tokens);
+        self.cache_read_tokens = self
+            .cache_read_tokens
+            .saturating_add(event.usage.cache_read_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .saturating_add(event.usage.cache_write_tokens);
+        self.adjusted_tokens = self
+            .adjusted_tokens
+            .saturating_add(adjustment_tokens(event));
+        self.provided_cost_nanos = self
+            .provided_cost_nanos
+            .saturating_add(event.provided_cost_nanos.unwrap_or(0));
         match cost {
-            Priced::Cost(nanos) => self.cost_nanos += nanos,
+            Priced::Cost(nanos) => self.cost_nanos = self.cost_nanos.saturating_add(nanos),
             Priced::Unpriced => self.unpriced_events += 1,
             Priced::NoUsage => {}
         }
         self.kafka_offset = offset;
     }
+}
+
+/// The signed tokens a usage adjustment carries (0 for every other event).
+pub fn adjustment_tokens(event: &Event) -> i64 {
+    if event.event_type != EventType::UsageAdjustment {
+        return 0;
+    }
+    event
+        .attributes
+        .get("tokens")
+        .and_then(serde_json::Value::as_i64)
+        .unwrap_or(0)
 }
 
 /// One row of `tool_usage_hourly`.

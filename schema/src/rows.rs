@@ -113,7 +113,7 @@ impl EventRow {
         };
         Event {
             event_id: self.event_id,
-            event_type: EventType::parse(&self.event_type).unwrap_or(EventType::Custom),
+            event_type: EventType::parse_stored(&self.event_type).unwrap_or(EventType::Custom),
             timestamp: Timestamp(self.ts_ms),
             session_id: self.session_id,
             account_id: self.account_id,
@@ -256,13 +256,19 @@ impl SessionRow {
         if event.is_failure() {
             self.errors += 1;
         }
-        self.input_tokens += event.usage.input_tokens;
-        self.output_tokens += event.usage.output_tokens;
-        self.cache_read_tokens += event.usage.cache_read_tokens;
-        self.cache_write_tokens += event.usage.cache_write_tokens;
-        self.provided_cost_nanos += event.provided_cost_nanos.unwrap_or(0);
+        self.input_tokens = self.input_tokens.saturating_add(event.usage.input_tokens);
+        self.output_tokens = self.output_tokens.saturating_add(event.usage.output_tokens);
+        self.cache_read_tokens = self
+            .cache_read_tokens
+            .saturating_add(event.usage.cache_read_tokens);
+        self.cache_write_tokens = self
+            .cache_write_tokens
+            .saturating_add(event.usage.cache_write_tokens);
+        self.provided_cost_nanos = self
+            .provided_cost_nanos
+            .saturating_add(event.provided_cost_nanos.unwrap_or(0));
         match cost {
-            Priced::Cost(nanos) => self.cost_nanos += nanos,
+            Priced::Cost(nanos) => self.cost_nanos = self.cost_nanos.saturating_add(nanos),
             Priced::Unpriced => self.unpriced_events += 1,
             Priced::NoUsage => {}
         }

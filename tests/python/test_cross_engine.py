@@ -222,26 +222,27 @@ HOUR = 1_763_798_400
 DAY = 1_763_769_600
 # The read API's fixtures (project r): an hour before DAY, an hour into it, two hours into
 # the next day; every daily row is the sum of its day's hourly rows, as the aggregator writes.
+# Their rows are on partitions 3 and 4, out of the way of the partition-scoped queries.
 H1, H2, H3 = DAY - 3600, DAY + 3600, DAY + 86400 + 7200
 READ_FIXTURES = [
-    rollup("usage_hourly", H1, "acct-1", "gpt-4o", "chat", 0, 2, 5, [120]),
+    rollup("usage_hourly", H1, "acct-1", "gpt-4o", "chat", 3, 2, 5, [120]),
     # Superseded by the next row (a later fold of the same bucket): FINAL keeps the newer.
-    rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 0, 3, 10, [200]),
-    rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 0, 5, 12, [200, 900]),
-    rollup("usage_hourly", H2, "acct-2", "claude", "email", 1, 4, 7, [1500]),
-    rollup("usage_hourly", H3, "acct-1", "gpt-4o", "chat", 0, 1, 20),
-    rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 0, 50, 3, [100], project="q"),
-    rollup("usage_daily", DAY - 86400, "acct-1", "gpt-4o", "chat", 0, 2, 5, [120]),
-    rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 0, 3, 10, [200]),
-    rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 0, 5, 12, [200, 900]),
-    rollup("usage_daily", DAY, "acct-2", "claude", "email", 1, 4, 7, [1500]),
-    rollup("usage_daily", DAY + 86400, "acct-1", "gpt-4o", "chat", 0, 1, 20),
-    rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 0, 50, 3, [100], project="q"),
-    tool(H2, "search", 0, 1, 3, project="r"),
-    tool(H2, "search", 0, 4, 9, project="r", errors=2),
-    tool(H3, "search", 1, 2, 2, project="r", errors=1),
-    tool(H1, "calc", 0, 3, 1, project="r", errors=1),
-    tool(H2, "search", 0, 9, 1, project="q"),
+    rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 3, 3, 10, [200]),
+    rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 3, 5, 12, [200, 900]),
+    rollup("usage_hourly", H2, "acct-2", "claude", "email", 4, 4, 7, [1500]),
+    rollup("usage_hourly", H3, "acct-1", "gpt-4o", "chat", 3, 1, 20),
+    rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 3, 50, 3, [100], project="q"),
+    rollup("usage_daily", DAY - 86400, "acct-1", "gpt-4o", "chat", 3, 2, 5, [120]),
+    rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 3, 3, 10, [200]),
+    rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 3, 5, 12, [200, 900]),
+    rollup("usage_daily", DAY, "acct-2", "claude", "email", 4, 4, 7, [1500]),
+    rollup("usage_daily", DAY + 86400, "acct-1", "gpt-4o", "chat", 3, 1, 20),
+    rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 3, 50, 3, [100], project="q"),
+    tool(H2, "search", 3, 1, 3, project="r"),
+    tool(H2, "search", 3, 4, 9, project="r", errors=2),
+    tool(H3, "search", 4, 2, 2, project="r", errors=1),
+    tool(H1, "calc", 3, 3, 1, project="r", errors=1),
+    tool(H2, "search", 3, 9, 1, project="q"),
     # s1 was first folded without errors; a late event then moved its start an hour earlier
     # and two failures and a second model came: only the newer row may match any filter.
     read_session("r", "s1", "acct-1", T0, 0, ["gpt-4o"], 5),
@@ -312,6 +313,17 @@ EXPECTED = {
     "usage_totals_hourly": (["a"], ["acct-1 7 700", "acct-2 1 100"]),
     "usage_totals_daily": (["a"], ["acct-1 5 500"]),
     "account_month_usage": (["a"], ["acct-1 2025-11-01 550 1750"]),
+    "account_daily_usage": (["a", "acct-1", DAY], ["1763769600 gpt-4o chat 550 0 1750 5"]),
+    "partition_daily_usage_since": ([0, DAY], ["a acct-1 1763769600 550 1750 14"]),
+    "partition_hourly_usage_since": (
+        [0, HOUR],
+        ["a acct-1 1763798400 550 1750 14", "a acct-2 1763798400 110 350 14"],
+    ),
+    # e-3 was stored twice and counts once; e-2b is the one llm_request.
+    "partition_recent_seconds": (
+        [0, T0 // 1000 - 10],
+        ["a acct-1 1763800000 0 0", "a acct-1 1763800001 1 0", "a acct-1 1763800002 0 60", "b acct-1 1763800000 0 0"],
+    ),
     "rebuild_events": (
         [0, 5, 0, 5, T0 // 1000 - 10, T0 // 1000 + 10],
         ["e-2a", "e-1", "e-2b", "e-3", "e-9"],
@@ -392,7 +404,7 @@ def summarize(name, output):
     if name == "known_events":
         return sorted(f"{r[0]} {r[1]} {r[2]}" for r in rows)
     if name in ("usage_hourly_group", "usage_daily_group"):
-        return sorted(f"{r[2]} {r[6]} {r[23]}" for r in rows)
+        return sorted(f"{r[2]} {r[6]} {r[24]}" for r in rows)
     if name in ("usage_totals_hourly", "usage_totals_daily"):
         return sorted(f"{r[0]} {r[2]} {r[3]}" for r in rows)
     if name == "account_month_usage":
@@ -410,7 +422,13 @@ def summarize(name, output):
         return sorted(f"{r[0]} {r[1]} {r[2]} {as_hist(r[3])} {r[4]} {r[5]} {as_hist(r[6])}" for r in rows)
     if name == "metrics_cost":
         return [f"{r[0]} {r[1]}" for r in rows]
-    if name == "metrics_tools":
+    if name in (
+        "metrics_tools",
+        "account_daily_usage",
+        "partition_daily_usage_since",
+        "partition_hourly_usage_since",
+        "partition_recent_seconds",
+    ):
         return sorted(" ".join(r) for r in rows)
     raise AssertionError(f"no summary for {name}")
 

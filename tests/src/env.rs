@@ -43,10 +43,16 @@ pub struct TestEnv {
     pub key_a: String,
     pub read_key_a: String,
     pub ingest_key_a: String,
-    /// Project `b`: a key that may ingest and read.
+    /// Project `a`'s admin key.
+    pub admin_key_a: String,
+    /// Project `b`: a key that may ingest and read, and its admin key.
     pub key_b: String,
+    pub admin_key_b: String,
+    /// Every ingest replica's URL; `url` is the first.
+    pub replica_urls: Vec<String>,
     pub http: reqwest::Client,
     ingest: Option<tally_ingest::Running>,
+    more_ingests: Vec<tally_ingest::Running>,
     aggregator: Option<tally_aggregator::Running>,
 }
 
@@ -61,6 +67,11 @@ pub struct Options {
     /// Redaction of project `b`.
     pub redact_b: Redaction,
     pub rate_limit: Option<tally_ingest::ratelimit::RateLimitConfig>,
+    /// Plans and limits of both services.
+    pub quota: Option<tally_schema::quota::QuotaConfig>,
+    pub alerts: Option<tally_aggregator::config::AlertsConfig>,
+    /// Ingest replicas (one when 0); `replica_urls` lists them.
+    pub ingest_replicas: usize,
 }
 
 impl TestEnv {
@@ -75,6 +86,8 @@ impl TestEnv {
             brokers: options.brokers.clone().unwrap_or_else(kafka_brokers),
             events_topic: format!("tally.test.{name}"),
             dead_letter_topic: format!("tally.test.{name}.dlq"),
+            quota_topic: format!("tally.test.{name}.quota"),
+            alerts_topic: format!("tally.test.{name}.alerts"),
             events_partitions: 3,
             replication_factor: 1,
         };
@@ -87,6 +100,8 @@ impl TestEnv {
         let (read_key_a, read_key_a_config) = new_key(&[Scope::Read]);
         let (ingest_key_a, ingest_key_a_config) = new_key(&[Scope::Ingest]);
         let (key_b, key_b_config) = new_key(&[Scope::Ingest, Scope::Read]);
+        let (admin_key_a, admin_key_a_config) = new_key(&[Scope::Admin]);
+        let (admin_key_b, admin_key_b_config) = new_key(&[Scope::Admin]);
 
         let mut ingest_config = IngestConfig {
             listen: "127.0.0.1:0".into(),
@@ -96,12 +111,17 @@ impl TestEnv {
             projects: vec![
                 ProjectConfig {
                     id: "a".into(),
-                    keys: vec![key_a_config, read_key_a_config, ingest_key_a_config],
+                    keys: vec![
+                        key_a_config,
+                        read_key_a_config,
+                        ingest_key_a_config,
+                        admin_key_a_config,
+                    ],
                     redact: Redaction::default(),
                 },
                 ProjectConfig {
                     id: "b".into(),
-                    keys: vec![key_b_config],
+                    keys: vec![key_b_config, admin_key_b_config],
                     redact: options.redact_b,
                 },
             ],
@@ -121,6 +141,9 @@ impl TestEnv {
         if let Some(events) = options.max_batch_events {
             ingest_config.limits.max_batch_events = events;
         }
+        if let Some(quota) = options.quota.clone() {
+            ingest_config.quota = quota;
+        }
 
         // The aggregator creates the topic and the schema, so it starts first.
         let aggregator_config = AggregatorConfig {
@@ -130,6 +153,8 @@ impl TestEnv {
             max_retry_backoff_ms: 1000,
             kafka: kafka.clone(),
             clickhouse: clickhouse.clone(),
+            quota: ingest_config.quota.clone(),
+            alerts: options.alerts.clone().unwrap_or_default(),
             ..AggregatorConfig::default()
         };
         let (aggregator, aggregator_url) = if options.without_aggregator {
@@ -146,9 +171,19 @@ impl TestEnv {
             (Some(running), url)
         };
 
-        let (ingest, server) = tally_ingest::build(ingest_config).expect("ingest starts");
-        let url = format!("http://{}", ingest.addr);
-        tokio::spawn(server);
+        let mut replicas = Vec::new();
+        for _ in 0..options.ingest_replicas.max(1) {
+            let (ingest, server) =
+                tally_ingest::build(ingest_config.clone()).expect("ingest starts");
+            tokio::spawn(server);
+            replicas.push(ingest);
+        }
+        let replica_urls: Vec<String> = replicas
+            .iter()
+            .map(|r| format!("http://{}", r.addr))
+            .collect();
+        let url = replica_urls[0].clone();
+        let ingest = replicas.remove(0);
 
         let env = Self {
             url,
@@ -159,11 +194,15 @@ impl TestEnv {
             read_key_a,
             ingest_key_a,
             key_b,
+            admin_key_a,
+            admin_key_b,
+            replica_urls,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
             ingest: Some(ingest),
+            more_ingests: replicas,
             aggregator,
         };
         env.wait_until_ready().await;
@@ -173,13 +212,17 @@ impl TestEnv {
     async fn wait_until_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let ready = self
-                .http
-                .get(format!("{}/readyz", self.url))
-                .send()
-                .await
-                .map(|r| r.status().is_success());
-            if ready.unwrap_or(false) {
+            let mut ready = true;
+            for url in &self.replica_urls {
+                ready &= self
+                    .http
+                    .get(format!("{url}/readyz"))
+                    .send()
+                    .await
+                    .map(|r| r.status().is_success())
+                    .unwrap_or(false);
+            }
+            if ready {
                 return;
             }
             assert!(Instant::now() < deadline, "ingest did not become ready");
@@ -243,6 +286,9 @@ impl TestEnv {
         if let Some(ingest) = self.ingest.take() {
             ingest.handle.stop(true).await;
         }
+        for ingest in self.more_ingests.drain(..) {
+            ingest.handle.stop(true).await;
+        }
         if let Some(aggregator) = self.aggregator.take() {
             aggregator.stop().await.expect("aggregator stops cleanly");
         }
@@ -259,6 +305,8 @@ pub async fn remove_topics_and_database(kafka: &KafkaConfig, clickhouse: &ClickH
         let topics = [
             kafka.events_topic.as_str(),
             kafka.dead_letter_topic.as_str(),
+            kafka.quota_topic.as_str(),
+            kafka.alerts_topic.as_str(),
         ];
         let _ = admin.delete_topics(&topics, &AdminOptions::new()).await;
     }
@@ -274,6 +322,9 @@ impl Drop for TestEnv {
     fn drop(&mut self) {
         if self.ingest.is_none() && self.aggregator.is_none() {
             return;
+        }
+        for ingest in self.more_ingests.drain(..) {
+            drop(ingest.handle.stop(false));
         }
         if let Some(ingest) = self.ingest.take() {
             drop(ingest.handle.stop(false));

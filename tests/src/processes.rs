@@ -58,6 +58,8 @@ impl FoldStage {
             brokers: kafka_brokers(),
             events_topic: format!("tally.test.{name}"),
             dead_letter_topic: format!("tally.test.{name}.dlq"),
+            quota_topic: format!("tally.test.{name}.quota"),
+            alerts_topic: format!("tally.test.{name}.alerts"),
             events_partitions: partitions,
             replication_factor: 1,
         };

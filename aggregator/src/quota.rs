@@ -1,0 +1,203 @@
+//! Quota counters: each partition's share of every account's usage in the current windows,
+//! folded from the same events as the rollups (so exactly once, by the same offset rules) and
+//! published to the compacted topic `tally.quota.v1` after each batch is written.
+//!
+//! When the aggregator takes a partition it starts the partition's counters from ClickHouse
+//! (this month's daily rows, this hour's hourly rows, the last minute of raw events) and
+//! publishes them all, which also repairs a publish lost to a crash after the write.
+
+use crate::fold::QuotaDelta;
+use crate::store::{PartitionUsage, RecentSecond};
+use std::collections::HashMap;
+use tally_schema::quota::{CounterRecord, SecondSlot, WindowStarts, MINUTE_SLOTS};
+
+type CounterKey = (i32, String, String);
+
+#[derive(Default)]
+pub struct QuotaLedger {
+    counters: HashMap<CounterKey, CounterRecord>,
+}
+
+impl QuotaLedger {
+    pub fn forget_partition(&mut self, partition: i32) {
+        self.counters.retain(|(p, _, _), _| *p != partition);
+    }
+
+    /// Replaces a partition's counters with what ClickHouse holds: `daily` since the month's
+    /// start, `hourly` of the current hour, `seconds` of the last minute. Returns them all.
+    pub fn restore(
+        &mut self,
+        partition: i32,
+        daily: Vec<PartitionUsage>,
+        hourly: Vec<PartitionUsage>,
+        seconds: Vec<RecentSecond>,
+        now_ms: i64,
+    ) -> Vec<CounterRecord> {
+        self.forget_partition(partition);
+        let w = WindowStarts::at(now_ms);
+        let mut fresh: HashMap<CounterKey, CounterRecord> = HashMap::new();
+        let mut entry = |project: &str, account: &str| -> CounterKey {
+            let key = (partition, project.to_owned(), account.to_owned());
+            fresh.entry(key.clone()).or_insert_with(|| {
+                let mut c = CounterRecord::new(project, account, partition);
+                c.day_start = w.day;
+                c.month_start = w.month;
+                c.hour_start = w.hour;
+                c
+            });
+            key
+        };
+        let mut keyed = Vec::new();
+        for row in daily {
+            keyed.push((
+                entry(&row.project_id, &row.account_id),
+                Some(row),
+                None,
+                None,
+            ));
+        }
+        for row in hourly {
+            keyed.push((
+                entry(&row.project_id, &row.account_id),
+                None,
+                Some(row),
+                None,
+            ));
+        }
+        for row in seconds {
+            keyed.push((
+                entry(&row.project_id, &row.account_id),
+                None,
+                None,
+                Some(row),
+            ));
+        }
+        let now_sec = now_ms.div_euclid(1000);
+        for (key, day, hour, second) in keyed {
+            let Some(c) = fresh.get_mut(&key) else {
+                continue;
+            };
+            if let Some(row) = day {
+                let bucket = i64::from(row.bucket_start);
+                if bucket >= w.month && bucket < w.next_month {
+                    c.month_tokens = c.month_tokens.saturating_add(row.tokens);
+                    c.month_cost_nanos = c.month_cost_nanos.saturating_add(row.cost_nanos);
+                }
+                if bucket == w.day {
+                    c.day_tokens = c.day_tokens.saturating_add(row.tokens);
+                }
+                c.offset = c.offset.max(row.last_offset);
+            }
+            if let Some(row) = hour {
+                if i64::from(row.bucket_start) == w.hour {
+                    c.hour_tokens = c.hour_tokens.saturating_add(row.tokens);
+                }
+                c.offset = c.offset.max(row.last_offset);
+            }
+            if let Some(row) = second {
+                if row.second > now_sec - MINUTE_SLOTS && row.second <= now_sec + 5 {
+                    c.seconds.push(SecondSlot {
+                        sec: row.second,
+                        requests: row.requests,
+                        tokens: row.tokens,
+                    });
+                }
+            }
+        }
+        let mut restored = Vec::with_capacity(fresh.len());
+        for (key, mut c) in fresh {
+            c.seconds.sort_by_key(|s| s.sec);
+            restored.push(c.clone());
+            self.counters.insert(key, c);
+        }
+        restored
+    }
+
+    /// Adds a batch's deltas; returns the counters they changed, to publish.
+    pub fn fold(&mut self, deltas: &[QuotaDelta], now_ms: i64) -> Vec<CounterRecord> {
+        let mut touched = Vec::new();
+        for d in deltas {
+            let key = (d.partition, d.project_id.clone(), d.account_id.clone());
+            let c = self
+                .counters
+                .entry(key.clone())
+                .or_insert_with(|| CounterRecord::new(&d.project_id, &d.account_id, d.partition));
+            c.add(d.ts_ms, d.tokens, d.cost_nanos, d.requests, now_ms);
+            c.offset = c.offset.max(d.offset);
+            touched.push(key);
+        }
+        touched.sort();
+        touched.dedup();
+        touched
+            .into_iter()
+            .filter_map(|k| self.counters.get(&k).cloned())
+            .collect()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn delta(partition: i32, offset: u64, ts_ms: i64, tokens: i64, requests: u64) -> QuotaDelta {
+        QuotaDelta {
+            partition,
+            offset,
+            project_id: "p".into(),
+            account_id: "a".into(),
+            ts_ms,
+            tokens,
+            cost_nanos: 10,
+            requests,
+        }
+    }
+
+    #[test]
+    fn restore_then_fold_continues_the_windows() {
+        let now = 1_795_000_000_000;
+        let w = WindowStarts::at(now);
+        let mut ledger = QuotaLedger::default();
+        let usage = |bucket: i64, tokens| PartitionUsage {
+            project_id: "p".into(),
+            account_id: "a".into(),
+            bucket_start: u32::try_from(bucket).unwrap(),
+            tokens,
+            cost_nanos: 5,
+            last_offset: 40,
+        };
+        let restored = ledger.restore(
+            2,
+            vec![usage(w.day, 100), usage(w.month, 30)],
+            vec![usage(w.hour, 60)],
+            vec![RecentSecond {
+                project_id: "p".into(),
+                account_id: "a".into(),
+                second: now / 1000 - 3,
+                requests: 2,
+                tokens: 9,
+            }],
+            now,
+        );
+        assert_eq!(restored.len(), 1);
+        let c = &restored[0];
+        assert_eq!(
+            (
+                c.day_tokens,
+                c.month_tokens,
+                c.hour_tokens,
+                c.month_cost_nanos
+            ),
+            (100, 130, 60, 10)
+        );
+        assert_eq!((c.offset, c.seconds.len()), (40, 1));
+        let after = ledger.fold(&[delta(2, 41, now, 7, 1), delta(2, 42, now, -3, 0)], now);
+        assert_eq!(after.len(), 1);
+        assert_eq!((after[0].day_tokens, after[0].offset), (104, 42));
+        ledger.forget_partition(2);
+        assert_eq!(
+            ledger.fold(&[delta(2, 43, now, 1, 0)], now)[0].day_tokens,
+            1
+        );
+    }
+}

@@ -1,0 +1,157 @@
+//! Quotas in ingest: the in-memory view of `tally.quota.v1` every replica follows, the
+//! check (`POST /v1/quota/check`), an account's usage (`GET /v1/usage/{account_id}`) and the
+//! admin routes that set plans, overrides and usage adjustments.
+//!
+//! The check never touches ClickHouse or Kafka: it reads the view under a read lock.
+//! Requests per minute across replicas: the view carries every replica's admitted requests
+//! once the aggregator has folded their `llm_request` events (the pipeline delay, about a
+//! second or two); meanwhile each replica also counts the requests it admitted itself and
+//! takes the larger of the two. So with N replicas an account can overshoot its per-minute
+//! limit by at most what the other N-1 replicas admitted during the pipeline delay.
+
+mod admin;
+mod check;
+mod local;
+#[cfg(test)]
+mod tests;
+mod usage;
+
+pub use admin::{adjust_usage, get_account, put_account};
+pub use check::post_check;
+pub use usage::get_usage;
+
+use crate::error::ApiError;
+use local::LocalMinute;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+use tally_quota::{Follower, FollowerState, Publisher, QuotaView};
+use tally_runtime::kafka::KafkaConfig;
+use tally_schema::quota::{AccountSettings, QuotaConfig, QuotaRecord, Usage};
+
+/// The quota side of ingest's state.
+pub struct QuotaState {
+    pub config: QuotaConfig,
+    view: Arc<RwLock<QuotaView>>,
+    local: LocalMinute,
+    /// Follows `tally.quota.v1`; absent in unit tests, where the view is filled by hand.
+    follower: Option<Follower>,
+    follower_state: Arc<FollowerState>,
+    publisher: Option<Publisher>,
+    quota_topic: String,
+}
+
+impl QuotaState {
+    /// A view that follows nothing (unit tests fill it with [`QuotaState::apply`]).
+    pub fn detached(config: QuotaConfig) -> Self {
+        Self {
+            config,
+            view: Arc::default(),
+            local: LocalMinute::default(),
+            follower: None,
+            follower_state: Arc::default(),
+            publisher: None,
+            quota_topic: String::new(),
+        }
+    }
+
+    /// Follows the quota topic and can publish to it.
+    pub fn connect(config: QuotaConfig, kafka: &KafkaConfig) -> anyhow::Result<Self> {
+        let view: Arc<RwLock<QuotaView>> = Arc::default();
+        let follower =
+            {
+                let view = view.clone();
+                Follower::start(kafka, &kafka.quota_topic, move |payload| {
+                    match QuotaRecord::from_json(payload) {
+                        Ok(record) => {
+                            if let Ok(mut view) = view.write() {
+                                view.apply(record);
+                            }
+                        }
+                        Err(err) => tracing::warn!(%err, "unreadable quota record skipped"),
+                    }
+                })?
+            };
+        Ok(Self {
+            config,
+            view,
+            local: LocalMinute::default(),
+            follower_state: follower.state(),
+            follower: Some(follower),
+            publisher: Some(Publisher::new(kafka, Duration::from_secs(10))?),
+            quota_topic: kafka.quota_topic.clone(),
+        })
+    }
+
+    /// Applies a record to this replica's view at once (the follower brings it again later).
+    pub fn apply(&self, record: QuotaRecord) {
+        if let Ok(mut view) = self.view.write() {
+            view.apply(record);
+        }
+    }
+
+    /// Whether the view has read the whole topic once (always, when it follows nothing).
+    pub fn is_loaded(&self) -> bool {
+        self.follower.is_none() || self.follower_state.is_caught_up()
+    }
+
+    /// Waits until the view has read the whole topic once.
+    pub fn wait_ready(&self, timeout: Duration) -> bool {
+        self.follower
+            .as_ref()
+            .is_none_or(|f| f.wait_caught_up(timeout))
+    }
+
+    /// Seconds since the view last heard from Kafka; a view that never did is stale forever.
+    pub fn staleness_secs(&self, now_ms: i64) -> f64 {
+        if self.follower.is_none() {
+            return 0.0;
+        }
+        match self.follower_state.staleness_ms(now_ms) {
+            Some(ms) if self.follower_state.is_caught_up() => ms as f64 / 1000.0,
+            _ => f64::INFINITY,
+        }
+    }
+
+    pub fn is_stale(&self, now_ms: i64) -> bool {
+        self.staleness_secs(now_ms) > self.config.stale_after_secs as f64
+    }
+
+    pub fn accounts(&self) -> usize {
+        self.view.read().map(|v| v.len()).unwrap_or(0)
+    }
+
+    /// An account's settings and usage as the view has them.
+    pub fn lookup(
+        &self,
+        project_id: &str,
+        account_id: &str,
+        now_ms: i64,
+    ) -> (Option<AccountSettings>, Usage) {
+        let view = self.view.read().ok();
+        let account = view
+            .as_ref()
+            .and_then(|v| v.account(project_id, account_id));
+        let settings = account.and_then(|a| a.settings.clone());
+        let usage = account.map(|a| a.usage(now_ms)).unwrap_or_default();
+        let (requests, tokens, oldest) = self.local.usage(project_id, account_id, now_ms / 1000);
+        (settings, usage.with_local(requests, tokens, oldest))
+    }
+
+    /// Publishes a record to the quota topic and applies it here.
+    async fn publish(&self, record: QuotaRecord) -> Result<(), ApiError> {
+        if let Some(publisher) = &self.publisher {
+            publisher
+                .send(&self.quota_topic, &record.key(), &record.to_json())
+                .await
+                .map_err(|err| {
+                    tracing::warn!(%err, "quota record not acknowledged by Kafka");
+                    ApiError::Unavailable {
+                        what: "Kafka",
+                        retry_after_secs: 1,
+                    }
+                })?;
+        }
+        self.apply(record);
+        Ok(())
+    }
+}

@@ -1,0 +1,121 @@
+//! Every account's settings and per-partition counters, as the topic last said.
+
+use std::collections::{HashMap, HashSet};
+use tally_schema::quota::{AccountSettings, CounterRecord, QuotaRecord, Usage};
+
+/// One account in the view.
+#[derive(Debug, Clone, Default)]
+pub struct AccountView {
+    pub settings: Option<AccountSettings>,
+    /// Counters by partition (a handful at most, so a vector).
+    pub counters: Vec<CounterRecord>,
+}
+
+impl AccountView {
+    pub fn usage(&self, now_ms: i64) -> Usage {
+        Usage::sum(&self.counters, now_ms)
+    }
+}
+
+/// The whole view: (project, account) → settings and counters.
+#[derive(Debug, Default)]
+pub struct QuotaView {
+    accounts: HashMap<(String, String), AccountView>,
+    /// Accounts changed since the last [`QuotaView::take_changed`], when tracking is on.
+    changed: Option<HashSet<(String, String)>>,
+}
+
+impl QuotaView {
+    /// A view that remembers which accounts changed (the aggregator's alerting reads that).
+    pub fn tracking_changes() -> Self {
+        Self {
+            accounts: HashMap::new(),
+            changed: Some(HashSet::new()),
+        }
+    }
+
+    pub fn apply(&mut self, record: QuotaRecord) {
+        let (project_id, account_id) = match &record {
+            QuotaRecord::Counters(c) => (c.project_id.clone(), c.account_id.clone()),
+            QuotaRecord::Settings {
+                project_id,
+                account_id,
+                ..
+            } => (project_id.clone(), account_id.clone()),
+        };
+        let key = (project_id, account_id);
+        let entry = self.accounts.entry(key.clone()).or_default();
+        match record {
+            QuotaRecord::Counters(c) => {
+                match entry
+                    .counters
+                    .iter_mut()
+                    .find(|e| e.partition == c.partition)
+                {
+                    // A counter never goes back: a replayed older record changes nothing.
+                    Some(existing) if existing.offset > c.offset => {}
+                    Some(existing) => *existing = c,
+                    None => entry.counters.push(c),
+                }
+            }
+            QuotaRecord::Settings { settings, .. } => entry.settings = Some(settings),
+        }
+        if let Some(changed) = &mut self.changed {
+            changed.insert(key);
+        }
+    }
+
+    pub fn account(&self, project_id: &str, account_id: &str) -> Option<&AccountView> {
+        self.accounts
+            .get(&(project_id.to_owned(), account_id.to_owned()))
+    }
+
+    /// Every (project, account) in the view.
+    pub fn keys(&self) -> Vec<(String, String)> {
+        self.accounts.keys().cloned().collect()
+    }
+
+    pub fn len(&self) -> usize {
+        self.accounts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.accounts.is_empty()
+    }
+
+    /// The accounts changed since the last call.
+    pub fn take_changed(&mut self) -> Vec<(String, String)> {
+        self.changed
+            .as_mut()
+            .map(|c| c.drain().collect())
+            .unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn counters(partition: i32, offset: u64, tokens: i64, now: i64) -> QuotaRecord {
+        let mut c = CounterRecord::new("p", "a", partition);
+        c.add(now, tokens, 0, 1, now);
+        c.offset = offset;
+        QuotaRecord::Counters(c)
+    }
+
+    #[test]
+    fn partitions_add_up_and_older_records_never_win() {
+        let now = 1_795_000_000_000;
+        let mut view = QuotaView::tracking_changes();
+        view.apply(counters(0, 10, 5, now));
+        view.apply(counters(1, 3, 7, now));
+        view.apply(counters(0, 9, 1000, now));
+        let usage = view.account("p", "a").unwrap().usage(now);
+        assert_eq!(usage.day_tokens, 12);
+        assert_eq!(usage.minute_requests, 2);
+        assert_eq!(view.take_changed(), vec![("p".to_owned(), "a".to_owned())]);
+        assert!(view.take_changed().is_empty());
+        assert!(view.account("p", "b").is_none());
+    }
+}

@@ -1,0 +1,235 @@
+#![allow(clippy::unwrap_used)] // a failed unwrap is a failed test
+use super::*;
+use chrono::{TimeZone, Utc};
+
+fn ms(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
+    Utc.with_ymd_and_hms(y, mo, d, h, mi, s)
+        .unwrap()
+        .timestamp_millis()
+}
+
+fn plan(limits: Limits) -> Plan {
+    Plan {
+        limits,
+        ..Plan::default()
+    }
+}
+
+fn check(tokens: u64) -> CheckRequest {
+    CheckRequest {
+        estimated_tokens: tokens,
+        ..CheckRequest::default()
+    }
+}
+
+#[test]
+fn windows_are_calendar_utc() {
+    let w = WindowStarts::at(ms(2026, 12, 31, 23, 59, 59) + 999);
+    assert_eq!(w.day, ms(2026, 12, 31, 0, 0, 0) / 1000);
+    assert_eq!(w.next_day, ms(2027, 1, 1, 0, 0, 0) / 1000);
+    assert_eq!(w.month, ms(2026, 12, 1, 0, 0, 0) / 1000);
+    assert_eq!(w.next_month, ms(2027, 1, 1, 0, 0, 0) / 1000);
+    assert_eq!(w.hour, ms(2026, 12, 31, 23, 0, 0) / 1000);
+    assert_eq!(w.next_hour, ms(2027, 1, 1, 0, 0, 0) / 1000);
+}
+
+#[test]
+fn counters_roll_over_and_keep_late_events_out_of_the_current_window() {
+    let now = ms(2026, 11, 22, 10, 0, 30);
+    let mut c = CounterRecord::new("p", "a", 0);
+    c.add(ms(2026, 11, 21, 23, 0, 0), 100, 7, 1, now);
+    c.add(now - 5_000, 10, 3, 1, now);
+    // Late: yesterday's event after today's started counts in no current window.
+    c.add(ms(2026, 11, 21, 22, 0, 0), 1000, 1000, 1, now);
+    let usage = Usage::sum([&c], now);
+    assert_eq!(usage.day_tokens, 10);
+    assert_eq!(usage.hour_tokens, 10);
+    assert_eq!(usage.month_tokens, 1110);
+    assert_eq!(usage.month_cost_nanos, 1010);
+    assert_eq!(usage.minute_requests, 1);
+    assert_eq!(usage.minute_tokens, 10);
+    // A minute later the sliding window is empty; the day is not.
+    let later = Usage::sum([&c], now + 60_000);
+    assert_eq!((later.minute_requests, later.day_tokens), (0, 10));
+    // The next day's check sees nothing of today's day window.
+    assert_eq!(Usage::sum([&c], ms(2026, 11, 23, 0, 0, 1)).day_tokens, 0);
+}
+
+#[test]
+fn partitions_sum() {
+    let now = ms(2026, 11, 22, 10, 0, 0);
+    let mut a = CounterRecord::new("p", "a", 0);
+    let mut b = CounterRecord::new("p", "a", 1);
+    a.add(now, 5, 0, 1, now);
+    b.add(now - 1000, 7, 0, 2, now);
+    let usage = Usage::sum([&a, &b], now);
+    assert_eq!((usage.day_tokens, usage.minute_requests), (12, 3));
+    assert_eq!(usage.minute_oldest_sec, Some(now / 1000 - 1));
+}
+
+#[test]
+fn estimate_counts_and_the_first_limit_passed_is_the_reason() {
+    let config = QuotaConfig::default();
+    let p = plan(Limits {
+        tokens_per_day: Some(1000),
+        tokens_per_month: Some(10_000),
+        ..Limits::default()
+    });
+    let now = ms(2026, 11, 22, 10, 0, 0);
+    let usage = Usage {
+        day_tokens: 900,
+        month_tokens: 900,
+        ..Usage::default()
+    };
+    let ok = evaluate(&config, "x", &p, &usage, &check(100), now);
+    assert!(ok.allowed);
+    assert_eq!(ok.status, Status::Exceeded, "900 + 100 is 100 % of the day");
+    let refused = evaluate(&config, "x", &p, &usage, &check(101), now);
+    assert!(!refused.allowed);
+    assert_eq!(refused.reason, Some(Reason::TokensPerDayExceeded));
+    assert!(refused.requires_upgrade);
+    let day = &refused.limits[refused.tightest.unwrap()];
+    assert_eq!(
+        (day.name, day.used, day.remaining),
+        ("tokens_per_day", 900, 100)
+    );
+    assert_eq!(day.resets_at_ms, Some(ms(2026, 11, 23, 0, 0, 0)));
+}
+
+#[test]
+fn thresholds_set_the_status() {
+    let t = Thresholds::default();
+    assert_eq!(Status::of(749, 1000, &t), Status::Ok);
+    assert_eq!(Status::of(750, 1000, &t), Status::Warning);
+    assert_eq!(Status::of(900, 1000, &t), Status::Critical);
+    assert_eq!(Status::of(1000, 1000, &t), Status::Exceeded);
+    assert_eq!(Status::of(1, 0, &t), Status::Exceeded);
+    assert_eq!(Status::of(0, 0, &t), Status::Ok);
+}
+
+#[test]
+fn minute_limits_do_not_ask_for_an_upgrade() {
+    let config = QuotaConfig::default();
+    let p = plan(Limits {
+        requests_per_minute: Some(2),
+        ..Limits::default()
+    });
+    let now = ms(2026, 11, 22, 10, 0, 0);
+    let usage = Usage {
+        minute_requests: 2,
+        minute_oldest_sec: Some(now / 1000 - 10),
+        ..Usage::default()
+    };
+    let d = evaluate(&config, "x", &p, &usage, &check(0), now);
+    assert_eq!(d.reason, Some(Reason::RequestsPerMinuteExceeded));
+    assert!(!d.requires_upgrade);
+    assert_eq!(d.limits[0].resets_at_ms, Some(now + 50_000));
+}
+
+#[test]
+fn models_operations_and_request_caps() {
+    let mut config = QuotaConfig::default();
+    config
+        .reserved_operations
+        .insert("deep_research".into(), vec!["pro".into()]);
+    let p = plan(Limits {
+        allowed_models: Some(vec!["gpt-4o-mini".into(), "claude-3-5-haiku*".into()]),
+        tokens_per_request: Some(500),
+        ..Limits::default()
+    });
+    let now = ms(2026, 11, 22, 10, 0, 0);
+    let ask = |model: &str, operation: &str, tokens| CheckRequest {
+        model: Some(model.into()),
+        operation: Some(operation.into()),
+        estimated_tokens: tokens,
+        estimated_cost_nanos: 0,
+    };
+    let usage = Usage::default();
+    let d = |r| evaluate(&config, "free", &p, &usage, &r, now).reason;
+    assert_eq!(d(ask("gpt-4o-mini", "chat", 10)), None);
+    assert_eq!(d(ask("claude-3-5-haiku-20241022", "chat", 10)), None);
+    assert_eq!(d(ask("gpt-4o", "chat", 10)), Some(Reason::ModelNotAllowed));
+    assert_eq!(
+        d(ask("gpt-4o-mini", "deep_research", 10)),
+        Some(Reason::OperationNotInPlan)
+    );
+    assert_eq!(
+        d(ask("gpt-4o-mini", "chat", 501)),
+        Some(Reason::TokensPerRequestExceeded)
+    );
+    assert!(
+        evaluate(
+            &config,
+            "pro",
+            &p,
+            &usage,
+            &ask("gpt-4o-mini", "deep_research", 1),
+            now
+        )
+        .allowed
+    );
+}
+
+#[test]
+fn overrides_win_over_the_plan() {
+    let config = QuotaConfig::default();
+    let settings = AccountSettings {
+        plan: Some("pro".into()),
+        overrides: Limits {
+            tokens_per_day: Some(7),
+            ..Limits::default()
+        },
+    };
+    let (name, plan) = config.effective_limits(Some(&settings));
+    assert_eq!(name, "pro");
+    assert_eq!(plan.limits.tokens_per_day, Some(7));
+    assert_eq!(
+        plan.limits.tokens_per_month,
+        config.plans["pro"].limits.tokens_per_month
+    );
+    let unknown = AccountSettings {
+        plan: Some("gold".into()),
+        ..AccountSettings::default()
+    };
+    assert_eq!(config.effective_limits(Some(&unknown)).0, "free");
+}
+
+#[test]
+fn config_reads_usd_exactly_and_checks_plan_names() {
+    let limits: Limits = serde_json::from_str(r#"{"cost_per_month_usd": 12.34}"#).unwrap();
+    assert_eq!(limits.cost_per_month_usd, Some(Usd(12_340_000_000)));
+    let limits: Limits = serde_json::from_str(r#"{"cost_per_month_usd": "0.000000001"}"#).unwrap();
+    assert_eq!(limits.cost_per_month_usd, Some(Usd(1)));
+    assert!(serde_json::from_str::<Limits>(r#"{"cost_per_month_usd": -1}"#).is_err());
+    let mut config = QuotaConfig::default();
+    assert!(config.validate().is_ok());
+    config
+        .reserved_operations
+        .insert("x".into(), vec!["gold".into()]);
+    assert!(config.validate().unwrap_err().contains("gold"));
+}
+
+#[test]
+fn records_round_trip_with_distinct_keys() {
+    let mut c = CounterRecord::new("p", "a/b", 3);
+    c.add(
+        ms(2026, 11, 22, 10, 0, 0),
+        5,
+        1,
+        1,
+        ms(2026, 11, 22, 10, 0, 0),
+    );
+    let record = QuotaRecord::Counters(c);
+    assert_eq!(QuotaRecord::from_json(&record.to_json()).unwrap(), record);
+    let settings = QuotaRecord::Settings {
+        project_id: "p".into(),
+        account_id: "a/b".into(),
+        settings: AccountSettings::default(),
+        updated_at_ms: 1,
+    };
+    assert_ne!(record.key(), settings.key());
+    assert_eq!(
+        QuotaRecord::from_json(&settings.to_json()).unwrap(),
+        settings
+    );
+}

@@ -1,0 +1,63 @@
+"""The real Tally for the SDK's live tests: `tally-ingest` and `tally-aggregator` started by
+`tests/python/services.py` on a private event topic, database and keys; ingest also follows a
+private quota topic and has a plan of its own for the quota tests."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+import time
+from typing import Any, Callable, Dict
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "tests" / "python"))
+import services  # noqa: E402
+
+QUOTA_PLAN = {
+    "limits": {"tokens_per_request": 500, "requests_per_minute": 10_000, "tokens_per_minute": 10_000_000,
+               "allowed_models": ["gpt-4o", "claude-sonnet-4"]},
+    "upgradable": True,
+}
+
+
+def start(**options: Any) -> services.Services:
+    # Ingest answers quota checks from the topic it follows; a private one keeps counters
+    # published for other tests' accounts out of these answers.
+    kafka = {"quota_topic": f"tally.test.sdkpy.{secrets.token_hex(6)}.quota"}
+    quota = {"plans": {"sdk": QUOTA_PLAN}, "default_plan": "sdk", "reserved_operations": {"bulk_export": ["enterprise"]}}
+    stack = services.Services(aggregator=True, ingest_config={"kafka": kafka, "quota": quota}, **options)
+    stack.private_topics = list(kafka.values())  # type: ignore[attr-defined]
+    return stack.start()
+
+
+def stop(stack: services.Services) -> None:
+    stack.stop()
+    try:
+        from confluent_kafka.admin import AdminClient
+
+        admin = AdminClient({"bootstrap.servers": stack.brokers, "log_level": 3})
+        for future in admin.delete_topics(stack.private_topics, operation_timeout=30).values():
+            try:
+                future.result(timeout=60)
+            except Exception:  # noqa: BLE001 - a topic never created: nothing to remove
+                pass
+    except Exception:  # noqa: BLE001 - cleanup must not hide the test's own outcome
+        pass
+
+
+def poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str) -> Any:
+    """Calls `read` until `done(answer)` holds; fails with the last answer after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answer = read()
+        if done(answer):
+            return answer
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not reached in {timeout} s; last answer: {answer!r}"[:2000])
+        time.sleep(0.2)
+
+
+def timeline(stack: services.Services, session_id: str, key: str) -> Dict[str, Any]:
+    answer = stack.request("GET", f"/v1/sessions/{session_id}/timeline", key=key)
+    return answer.json() if answer.status == 200 else {"status": answer.status, "events": []}
