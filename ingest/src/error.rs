@@ -9,10 +9,16 @@ use serde_json::json;
 pub enum ApiError {
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
-    /// A query parameter of a read route is unknown, repeated or has a bad value; the answer
-    /// names it in `parameter` as well as in the message.
+    /// A query parameter of a read route is unknown, repeated or has a bad value
+    /// (`invalid_parameter`), breaks a rule across parameters (`invalid_range`), or is not a
+    /// cursor the route made (`invalid_cursor`); the answer names it in `parameter` as well
+    /// as in the message.
     #[error("{message}")]
-    InvalidParameter { parameter: String, message: String },
+    InvalidParameter {
+        code: &'static str,
+        parameter: String,
+        message: String,
+    },
     #[error("missing or unknown API key")]
     Unauthorized,
     #[error("this key may not {0}")]
@@ -46,7 +52,7 @@ impl ApiError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::BadRequest { code, .. } => code,
-            Self::InvalidParameter { .. } => "invalid_parameter",
+            Self::InvalidParameter { code, .. } => code,
             Self::Unauthorized => "unauthorized",
             Self::Forbidden(_) => "forbidden",
             Self::NotFound(_) => "not_found",

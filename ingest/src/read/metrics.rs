@@ -2,7 +2,7 @@
 //! the usage rollups (daily rows for whole days, hourly rows around them), sessions from the
 //! session rollup.
 
-use super::params::{invalid, AlignedRange, Params, DAY_MS, MAX_SPAN_MS};
+use super::params::{invalid_range, AlignedRange, Params, DAY_MS, MAX_SPAN_MS};
 use super::rollup::{bind_rollups, RollupFilters, RollupRange};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
@@ -348,7 +348,7 @@ pub async fn usage(
     let filters = rollup_filters(&params, true)?;
     let requested = params.time_range(chrono::Utc::now().timestamp_millis(), MAX_SPAN_MS)?;
     if requested.to_ms - requested.from_ms > period.max_span_ms() {
-        return Err(invalid(
+        return Err(invalid_range(
             "granularity",
             format!(
                 "with granularity={} the range from..to may span at most {} days",
@@ -374,7 +374,7 @@ pub async fn usage(
     )
     .await?;
     if rows.len() > MAX_USAGE_POINTS {
-        return Err(invalid(
+        return Err(invalid_range(
             "granularity",
             format!(
                 "the answer would hold more than {MAX_USAGE_POINTS} points; use a shorter \

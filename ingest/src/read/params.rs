@@ -20,9 +20,20 @@ pub const DAY_MS: i64 = 24 * HOUR_MS;
 const EARLIEST_MS: i64 = 946_684_800_000;
 const LATEST_MS: i64 = 4_102_444_800_000;
 
-/// A 400 naming `parameter`.
+/// A 400 `invalid_parameter` naming `parameter`: its value breaks the parameter's own rules.
 pub fn invalid(parameter: &str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidParameter {
+        code: "invalid_parameter",
+        parameter: parameter.to_owned(),
+        message: message.into(),
+    }
+}
+
+/// A 400 `invalid_range` naming `parameter`: the time range the parameters make together is
+/// not allowed (`from` not before `to`, too long, outside 2000..2100, or too many points).
+pub fn invalid_range(parameter: &str, message: impl Into<String>) -> ApiError {
+    ApiError::InvalidParameter {
+        code: "invalid_range",
         parameter: parameter.to_owned(),
         message: message.into(),
     }
@@ -134,17 +145,17 @@ impl Params {
             None => to_ms - DEFAULT_SPAN_MS,
         };
         if from_ms >= to_ms {
-            return Err(invalid("from", "from must be before to"));
+            return Err(invalid_range("from", "from must be before to"));
         }
         if to_ms - from_ms > max_span_ms {
             let days = max_span_ms / DAY_MS;
-            return Err(invalid(
+            return Err(invalid_range(
                 "from",
                 format!("the range from..to may span at most {days} days"),
             ));
         }
         if from_ms < EARLIEST_MS {
-            return Err(invalid("from", "from must be in 2000 or later"));
+            return Err(invalid_range("from", "from must be in 2000 or later"));
         }
         Ok(TimeRange { from_ms, to_ms })
     }
@@ -164,7 +175,7 @@ fn parse_time(name: &str, text: &str) -> Result<i64, ApiError> {
             )
         })?;
     if !(EARLIEST_MS..LATEST_MS).contains(&ms) {
-        return Err(invalid(
+        return Err(invalid_range(
             name,
             format!("{name} must be between 2000 and 2100"),
         ));
@@ -230,7 +241,11 @@ impl SessionCursor {
     }
 
     pub fn decode(text: &str) -> Result<Self, ApiError> {
-        let refuse = || invalid("cursor", "cursor is not one this route returned");
+        let refuse = || ApiError::InvalidParameter {
+            code: "invalid_cursor",
+            parameter: "cursor".into(),
+            message: "cursor is not one this route returned".into(),
+        };
         let bytes = hex::decode(text).map_err(|_| refuse())?;
         let text = String::from_utf8(bytes).map_err(|_| refuse())?;
         let (ts, session_id) = text.split_once(':').ok_or_else(refuse)?;

@@ -23,6 +23,10 @@ fn parameter_of(err: ApiError) -> String {
     }
 }
 
+fn code_and_parameter(err: ApiError) -> (&'static str, String) {
+    (err.code(), parameter_of(err))
+}
+
 fn range(query: &str) -> Result<TimeRange, ApiError> {
     Params::parse(query, &["from", "to"])?.time_range(T0, 366 * DAY_MS)
 }
@@ -61,18 +65,39 @@ fn time_ranges_default_to_the_last_day_and_are_bounded() {
             .from_ms,
         1_763_593_200_000
     );
-    for (query, parameter) in [
-        ("from=yesterday", "from"),
-        ("to=2025-13-01T00:00:00Z", "to"),
-        ("from=2025-11-21T00:00:00Z&to=2025-11-20T00:00:00Z", "from"),
-        ("from=2025-11-20T00:00:00Z&to=2025-11-20T00:00:00Z", "from"),
-        ("from=2024-01-01T00:00:00Z&to=2025-11-20T00:00:00Z", "from"),
-        ("from=1999-12-31T00:00:00Z&to=2000-01-02T00:00:00Z", "from"),
-        ("to=2100-01-01T00:00:00Z&from=2099-12-31T00:00:00Z", "to"),
+    for (query, code, parameter) in [
+        ("from=yesterday", "invalid_parameter", "from"),
+        ("to=2025-13-01T00:00:00Z", "invalid_parameter", "to"),
+        (
+            "from=2025-11-21T00:00:00Z&to=2025-11-20T00:00:00Z",
+            "invalid_range",
+            "from",
+        ),
+        (
+            "from=2025-11-20T00:00:00Z&to=2025-11-20T00:00:00Z",
+            "invalid_range",
+            "from",
+        ),
+        (
+            "from=2024-01-01T00:00:00Z&to=2025-11-20T00:00:00Z",
+            "invalid_range",
+            "from",
+        ),
+        (
+            "from=1999-12-31T00:00:00Z&to=2000-01-02T00:00:00Z",
+            "invalid_range",
+            "from",
+        ),
+        (
+            "to=2100-01-01T00:00:00Z&from=2099-12-31T00:00:00Z",
+            "invalid_range",
+            "to",
+        ),
     ] {
+        let err = range(query).expect_err(query);
         assert_eq!(
-            parameter_of(range(query).expect_err(query)),
-            parameter,
+            code_and_parameter(err),
+            (code, parameter.to_owned()),
             "{query}"
         );
     }
@@ -279,32 +304,63 @@ async fn get(path: &str, key: &str) -> (u16, Value) {
 #[actix_web::test]
 async fn bad_parameters_get_a_400_naming_them() {
     let cases = [
-        ("/v1/sessions?status=failed", "status"),
-        ("/v1/sessions?limit=501", "limit"),
-        ("/v1/sessions?cursor=nonsense", "cursor"),
-        ("/v1/sessions?from=2025-11-20", "from"),
-        ("/v1/sessions?sort=asc", "sort"),
-        ("/v1/metrics/summary?operation=chat", "operation"),
-        ("/v1/metrics/summary?to=soon", "to"),
-        ("/v1/metrics/usage?granularity=month", "granularity"),
-        ("/v1/metrics/usage?group_by=tool", "group_by"),
+        ("/v1/sessions?status=failed", "invalid_parameter", "status"),
+        ("/v1/sessions?limit=501", "invalid_parameter", "limit"),
+        ("/v1/sessions?cursor=nonsense", "invalid_cursor", "cursor"),
+        ("/v1/sessions?from=2025-11-20", "invalid_parameter", "from"),
+        ("/v1/sessions?sort=asc", "invalid_parameter", "sort"),
         (
-            "/v1/metrics/usage?granularity=hour&from=2025-01-01T00:00:00Z&to=2025-03-01T00:00:00Z",
+            "/v1/metrics/summary?operation=chat",
+            "invalid_parameter",
+            "operation",
+        ),
+        ("/v1/metrics/summary?to=soon", "invalid_parameter", "to"),
+        (
+            "/v1/metrics/usage?granularity=month",
+            "invalid_parameter",
             "granularity",
         ),
-        ("/v1/metrics/latency?model=&model=gpt-4o", "model"),
-        ("/v1/metrics/latency?percentile=99", "percentile"),
-        ("/v1/metrics/tools?account_id=a", "account_id"),
-        ("/v1/metrics/cost?limit=abc", "limit"),
+        (
+            "/v1/metrics/usage?group_by=tool",
+            "invalid_parameter",
+            "group_by",
+        ),
+        (
+            "/v1/metrics/usage?granularity=hour&from=2025-01-01T00:00:00Z&to=2025-03-01T00:00:00Z",
+            "invalid_range",
+            "granularity",
+        ),
+        (
+            "/v1/metrics/latency?model=&model=gpt-4o",
+            "invalid_parameter",
+            "model",
+        ),
+        (
+            "/v1/metrics/latency?percentile=99",
+            "invalid_parameter",
+            "percentile",
+        ),
+        (
+            "/v1/metrics/tools?account_id=a",
+            "invalid_parameter",
+            "account_id",
+        ),
+        ("/v1/metrics/cost?limit=abc", "invalid_parameter", "limit"),
         (
             "/v1/metrics/cost?from=2020-01-01T00:00:00Z&to=2025-01-01T00:00:00Z",
+            "invalid_range",
+            "from",
+        ),
+        (
+            "/v1/metrics/tools?from=2025-01-02T00:00:00Z&to=2025-01-01T00:00:00Z",
+            "invalid_range",
             "from",
         ),
     ];
-    for (path, parameter) in cases {
+    for (path, code, parameter) in cases {
         let (status, body) = get(path, READ_KEY).await;
         assert_eq!(status, 400, "{path}: {body}");
-        assert_eq!(body["error"]["code"], "invalid_parameter", "{path}");
+        assert_eq!(body["error"]["code"], code, "{path}: {body}");
         assert_eq!(body["error"]["parameter"], parameter, "{path}: {body}");
         let message = body["error"]["message"].as_str().expect("message");
         assert!(message.contains(parameter), "{path}: {message}");
