@@ -7,6 +7,7 @@ pub mod private_stack;
 pub mod processes;
 pub mod read_truth;
 pub mod replay;
+pub mod vectors;
 pub mod workload;
 
 pub use env::TestEnv;
