@@ -205,16 +205,18 @@ def nonzero(counts):
     return ",".join(f"{i}:{c}" for i, c in enumerate(counts) if c)
 
 
-def rollup(table, bucket, account, model, operation, partition, events, offset, durations=(), project="r"):
-    """A usage row whose counters all follow from `events` and the LLM response durations."""
+def rollup(table, bucket, account, model, operation, partition, events, offset, durations=(), project="r", adjusted=0):
+    """A usage row whose counters all follow from `events`, the LLM response durations and the
+    adjusted tokens."""
     ttfts = [d // 4 for d in durations]
     values = [
         project, bucket, account, model, operation, partition, events, events, len(durations), events // 4,
         10 * events, 3 * events, events, events // 2, 100 * events, 7 * events, 0,
         len(durations), sum(durations), hist(*durations) if durations else [],
-        len(ttfts), sum(ttfts), hist(*ttfts) if ttfts else [], offset,
+        len(ttfts), sum(ttfts), hist(*ttfts) if ttfts else [], offset, adjusted,
     ]
-    return f"INSERT INTO {table} ({USAGE_COLUMNS}) VALUES ({','.join(literal(v) for v in values)})"
+    columns = USAGE_COLUMNS + ", adjusted_tokens"
+    return f"INSERT INTO {table} ({columns}) VALUES ({','.join(literal(v) for v in values)})"
 
 
 T0 = 1_763_800_000_000
@@ -229,13 +231,13 @@ READ_FIXTURES = [
     # Superseded by the next row (a later fold of the same bucket): FINAL keeps the newer.
     rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 3, 3, 10, [200]),
     rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 3, 5, 12, [200, 900]),
-    rollup("usage_hourly", H2, "acct-2", "claude", "email", 4, 4, 7, [1500]),
+    rollup("usage_hourly", H2, "acct-2", "claude", "email", 4, 4, 7, [1500], adjusted=-40),
     rollup("usage_hourly", H3, "acct-1", "gpt-4o", "chat", 3, 1, 20),
     rollup("usage_hourly", H2, "acct-1", "gpt-4o", "chat", 3, 50, 3, [100], project="q"),
     rollup("usage_daily", DAY - 86400, "acct-1", "gpt-4o", "chat", 3, 2, 5, [120]),
     rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 3, 3, 10, [200]),
     rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 3, 5, 12, [200, 900]),
-    rollup("usage_daily", DAY, "acct-2", "claude", "email", 4, 4, 7, [1500]),
+    rollup("usage_daily", DAY, "acct-2", "claude", "email", 4, 4, 7, [1500], adjusted=-40),
     rollup("usage_daily", DAY + 86400, "acct-1", "gpt-4o", "chat", 3, 1, 20),
     rollup("usage_daily", DAY, "acct-1", "gpt-4o", "chat", 3, 50, 3, [100], project="q"),
     tool(H2, "search", 3, 1, 3, project="r"),
@@ -332,7 +334,7 @@ EXPECTED = {
     "sessions_list": (["r", *SESSION_RANGE, *NO_FILTER, 0, 0, "", 10], ["s3", "s2", "s1"]),
     "sessions_started": (["r", *SESSION_RANGE, "", "", "", ""], ["3 2"]),
     # H1's hour, DAY whole (the newer of its two acct-1 rows, and acct-2's) and H3's hour.
-    "metrics_totals": (SPLIT, ["12 12 4 2 120 36 12 5 1200 84 0 4 2720 4 680"]),
+    "metrics_totals": (SPLIT, ["12 12 4 2 120 36 12 5 -40 1200 84 0 4 2720 4 680"]),
     "metrics_usage": (
         [0, 86400, 86400, 0, "model", "model", "model", *THREE_DAYS, 100],
         [f"{DAY - 86400} gpt-4o 2 200", f"{DAY} claude 4 400", f"{DAY} gpt-4o 5 500", f"{DAY + 86400} gpt-4o 1 100"],
@@ -344,7 +346,7 @@ EXPECTED = {
             f"gpt-4o 3 1220 {nonzero(hist(120, 200, 900))} 3 305 {nonzero(hist(30, 50, 225))}",
         ],
     ),
-    "metrics_cost": (["model"] * 3 + SPLIT + [10], ["gpt-4o 800", "claude 400"]),
+    "metrics_cost": (["model"] * 3 + SPLIT + [10], ["gpt-4o 800 0", "claude 400 -40"]),
     "metrics_tools": (["r", DAY, DAY + 2 * 86400, "", ""], ["search 6 6 3 6 240 [6]"]),
 }
 
@@ -370,9 +372,9 @@ MORE_CASES = {
     ],
     "metrics_totals": [
         (rollup_binds(days=SPLIT[1:3], hours=((H1, DAY), (DAY + 86400, H3 + 3600)), model="claude"),
-         ["4 4 1 1 40 12 4 2 400 28 0 1 1500 1 375"]),
+         ["4 4 1 1 40 12 4 2 -40 400 28 0 1 1500 1 375"]),
         (rollup_binds(days=SPLIT[1:3], hours=((H1, DAY), (DAY + 86400, H3 + 3600)), project="q"),
-         ["50 50 1 12 500 150 50 25 5000 350 0 1 100 1 25"]),
+         ["50 50 1 12 500 150 50 25 0 5000 350 0 1 100 1 25"]),
     ],
     "metrics_usage": [
         (
@@ -385,9 +387,9 @@ MORE_CASES = {
          [f"{DAY - 86400} chat 2 200", f"{DAY} chat 5 500"]),
     ],
     "metrics_cost": [
-        (["account"] * 3 + SPLIT + [1], ["acct-1 800"]),
+        (["account"] * 3 + SPLIT + [1], ["acct-1 800 0"]),
         (["operation"] * 3 + rollup_binds(days=SPLIT[1:3], hours=((H1, DAY), (DAY + 86400, H3 + 3600)), account="acct-2") + [10],
-         ["email 400"]),
+         ["email 400 -40"]),
     ],
     "metrics_tools": [(["r", H1, DAY, "calc", "calc"], ["calc 3 3 1 3 120 [3]"])],
 }
@@ -416,12 +418,12 @@ def summarize(name, output):
     if name in ("sessions_started", "metrics_totals"):
         return [" ".join(r) for r in rows]
     if name == "metrics_usage":
-        return [f"{r[0]} {r[1]} {r[2]} {r[10]}" for r in rows]
+        return [f"{r[0]} {r[1]} {r[2]} {r[11]}" for r in rows]
     if name == "metrics_latency":
         as_hist = lambda text: nonzero(int(c) for c in text.strip("[]").split(",") if c)
         return sorted(f"{r[0]} {r[1]} {r[2]} {as_hist(r[3])} {r[4]} {r[5]} {as_hist(r[6])}" for r in rows)
     if name == "metrics_cost":
-        return [f"{r[0]} {r[1]}" for r in rows]
+        return [f"{r[0]} {r[1]} {r[9]}" for r in rows]
     if name in (
         "metrics_tools",
         "account_daily_usage",

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tally_schema::event::{Event, EventType, Status, Timestamp, Usage};
 use tally_schema::money::nanos_to_json;
 use tally_schema::pricing::PriceTable;
-use tally_schema::rollups::{latency_bucket, LATENCY_BOUNDS_MS};
+use tally_schema::rollups::{adjustment_tokens, latency_bucket, LATENCY_BOUNDS_MS};
 
 /// `[from, to)` in Unix seconds, as the API widened it.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +73,7 @@ struct Figures {
     llm_responses: u64,
     errors: u64,
     usage: Usage,
+    adjusted_tokens: i64,
     cost: i64,
     provided: i64,
     unpriced: u64,
@@ -93,8 +94,12 @@ impl Figures {
         self.usage.output_tokens += event.usage.output_tokens;
         self.usage.cache_read_tokens += event.usage.cache_read_tokens;
         self.usage.cache_write_tokens += event.usage.cache_write_tokens;
+        self.adjusted_tokens += adjustment_tokens(event);
         self.provided += event.provided_cost_nanos.unwrap_or(0);
-        if !event.usage.is_zero() {
+        if event.event_type == EventType::UsageAdjustment {
+            // An adjustment's cost is the amount the admin gave, not a price.
+            self.cost += event.provided_cost_nanos.unwrap_or(0);
+        } else if !event.usage.is_zero() {
             let model = event.model.as_deref().unwrap_or_default();
             match prices.cost_nanos(model, event.timestamp, &event.usage) {
                 Some(nanos) => self.cost += nanos,
@@ -114,6 +119,7 @@ impl Figures {
             "unpriced_events": self.unpriced,
             "llm_calls": self.llm_calls,
             "usage": self.usage_json(),
+            "adjusted_tokens": self.adjusted_tokens,
         })
     }
 }
@@ -252,6 +258,7 @@ impl Truth {
             "llm_responses": figures.llm_responses,
             "errors": figures.errors,
             "usage": figures.usage_json(),
+            "adjusted_tokens": figures.adjusted_tokens,
             "cost_usd": nanos_to_json(figures.cost),
             "provided_cost_usd": nanos_to_json(figures.provided),
             "unpriced_events": figures.unpriced,
@@ -297,6 +304,7 @@ impl Truth {
                     "llm_responses": f.llm_responses,
                     "errors": f.errors,
                     "usage": f.usage_json(),
+                    "adjusted_tokens": f.adjusted_tokens,
                     "cost_usd": nanos_to_json(f.cost),
                     "provided_cost_usd": nanos_to_json(f.provided),
                     "unpriced_events": f.unpriced,

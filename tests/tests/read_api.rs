@@ -185,8 +185,16 @@ async fn every_read_route_agrees_with_the_ground_truth() {
         let answer: Value = response.json().await.expect("json");
         assert_eq!(answer["rejected"], json!([]), "{answer}");
     }
-    let truth_a = Truth::new(parse(&sent_a));
-    let truth_b = Truth::new(parse(&sent_b));
+    // A credit through the admin API: an event of its own session, priced at its amount.
+    let response = env
+        .http
+        .post(format!("{}/v1/admin/accounts/acct-1/adjustments", env.url))
+        .bearer_auth(&env.admin_key_a)
+        .json(&json!({"tokens": -500, "cost_usd": -0.25, "reason": "goodwill credit"}))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 200, "{:?}", response.text().await);
 
     let (from_ms, to_ms) = (now_ms - 4 * 86_400_000, now_ms + 3_600_000);
     let full = format!("from={}&to={}", rfc3339(from_ms), rfc3339(to_ms));
@@ -198,11 +206,28 @@ async fn every_read_route_agrees_with_the_ground_truth() {
         env: &env,
         key: &env.key_b,
     };
+    // The adjustment's event as the raw store holds it joins the ground truth.
+    let adjustments = env
+        .poll(
+            a.key,
+            "/v1/sessions/tally-usage-adjustments/timeline",
+            WAIT,
+            |body| body["events"].as_array().is_some_and(|e| e.len() == 1),
+        )
+        .await;
+    let mut events_a = parse(&sent_a);
+    events_a.extend(parse(adjustments["events"].as_array().expect("events")));
+    assert_eq!(
+        events_a.last().map(|e| e.event_type),
+        Some(tally_schema::event::EventType::UsageAdjustment)
+    );
+    let truth_a = Truth::new(events_a);
+    let truth_b = Truth::new(parse(&sent_b));
     wait_for_events(
         &env,
         a.key,
         &format!("/v1/metrics/summary?{full}"),
-        sent_a.len(),
+        sent_a.len() + 1,
     )
     .await;
     wait_for_events(
@@ -265,6 +290,11 @@ async fn every_read_route_agrees_with_the_ground_truth() {
     }
     let summary = a.ok(&format!("/v1/metrics/summary?{full}")).await;
     assert!(summary["sessions"].as_u64() > Some(20) && summary["errors"].as_u64() > Some(0));
+    assert_eq!(
+        summary["adjusted_tokens"],
+        json!(-500),
+        "the credit is in the summary"
+    );
 
     // Usage over time.
     let model_and_operation = Filter {

@@ -179,6 +179,7 @@ struct CostRow {
     output_tokens: u64,
     cache_read_tokens: u64,
     cache_write_tokens: u64,
+    adjusted_tokens: i64,
 }
 
 /// Cost and what it was spent on.
@@ -189,16 +190,42 @@ pub struct CostFigures {
     pub unpriced_events: u64,
     pub llm_calls: u64,
     pub usage: Usage,
+    /// Signed tokens of usage adjustments (credits are negative).
+    pub adjusted_tokens: i64,
 }
 
-impl CostFigures {
-    fn new(cost: i64, provided: i64, unpriced: u64, llm_calls: u64, usage: Usage) -> Self {
-        Self {
-            cost_usd: nanos_to_json(cost),
-            provided_cost_usd: nanos_to_json(provided),
-            unpriced_events: unpriced,
-            llm_calls,
-            usage,
+/// Sums of the rollups' cost columns, in nano-USD and tokens.
+#[derive(Debug, Clone, Copy, Default)]
+struct CostSums {
+    cost: i64,
+    provided: i64,
+    unpriced: u64,
+    llm_calls: u64,
+    usage: Usage,
+    adjusted_tokens: i64,
+}
+
+impl CostSums {
+    fn add(&mut self, other: &CostSums) {
+        self.cost += other.cost;
+        self.provided += other.provided;
+        self.unpriced += other.unpriced;
+        self.llm_calls += other.llm_calls;
+        self.usage.input_tokens += other.usage.input_tokens;
+        self.usage.output_tokens += other.usage.output_tokens;
+        self.usage.cache_read_tokens += other.usage.cache_read_tokens;
+        self.usage.cache_write_tokens += other.usage.cache_write_tokens;
+        self.adjusted_tokens += other.adjusted_tokens;
+    }
+
+    fn figures(self) -> CostFigures {
+        CostFigures {
+            cost_usd: nanos_to_json(self.cost),
+            provided_cost_usd: nanos_to_json(self.provided),
+            unpriced_events: self.unpriced,
+            llm_calls: self.llm_calls,
+            usage: self.usage,
+            adjusted_tokens: self.adjusted_tokens,
         }
     }
 }
@@ -294,19 +321,21 @@ pub async fn cost(
         }
         rows.into_iter()
             .map(|row| CostShare {
-                name: (!row.group_key.is_empty()).then_some(row.group_key),
-                figures: CostFigures::new(
-                    row.cost_nanos,
-                    row.provided_cost_nanos,
-                    row.unpriced_events,
-                    row.llm_requests,
-                    Usage {
+                figures: CostSums {
+                    cost: row.cost_nanos,
+                    provided: row.provided_cost_nanos,
+                    unpriced: row.unpriced_events,
+                    llm_calls: row.llm_requests,
+                    usage: Usage {
                         input_tokens: row.input_tokens,
                         output_tokens: row.output_tokens,
                         cache_read_tokens: row.cache_read_tokens,
                         cache_write_tokens: row.cache_write_tokens,
                     },
-                ),
+                    adjusted_tokens: row.adjusted_tokens,
+                }
+                .figures(),
+                name: (!row.group_key.is_empty()).then_some(row.group_key),
             })
             .collect::<Vec<_>>()
     };
@@ -315,39 +344,34 @@ pub async fn cost(
     let by_account = shares("by_account", by_account);
 
     // Every event falls in exactly one day, so the days add up to the total.
-    let mut total = (0i64, 0i64, 0u64, 0u64, Usage::default());
+    let mut total = CostSums::default();
     let by_day = days
         .into_iter()
         .map(|row| {
-            total.0 += row.cost_nanos;
-            total.1 += row.provided_cost_nanos;
-            total.2 += row.unpriced_events;
-            total.3 += row.llm_requests;
-            total.4.input_tokens += row.input_tokens;
-            total.4.output_tokens += row.output_tokens;
-            total.4.cache_read_tokens += row.cache_read_tokens;
-            total.4.cache_write_tokens += row.cache_write_tokens;
+            let day = CostSums {
+                cost: row.cost_nanos,
+                provided: row.provided_cost_nanos,
+                unpriced: row.unpriced_events,
+                llm_calls: row.llm_requests,
+                usage: Usage {
+                    input_tokens: row.input_tokens,
+                    output_tokens: row.output_tokens,
+                    cache_read_tokens: row.cache_read_tokens,
+                    cache_write_tokens: row.cache_write_tokens,
+                },
+                adjusted_tokens: row.adjusted_tokens,
+            };
+            total.add(&day);
             CostDay {
                 day: Timestamp(i64::from(row.point) * 1000),
-                figures: CostFigures::new(
-                    row.cost_nanos,
-                    row.provided_cost_nanos,
-                    row.unpriced_events,
-                    row.llm_requests,
-                    Usage {
-                        input_tokens: row.input_tokens,
-                        output_tokens: row.output_tokens,
-                        cache_read_tokens: row.cache_read_tokens,
-                        cache_write_tokens: row.cache_write_tokens,
-                    },
-                ),
+                figures: day.figures(),
             }
         })
         .collect();
     Ok(HttpResponse::Ok().json(CostReport {
         from: range.from_timestamp(),
         to: range.to_timestamp(),
-        total: CostFigures::new(total.0, total.1, total.2, total.3, total.4),
+        total: total.figures(),
         by_model,
         by_operation,
         by_account,

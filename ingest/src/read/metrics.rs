@@ -61,6 +61,7 @@ struct TotalsRow {
     output_tokens: u64,
     cache_read_tokens: u64,
     cache_write_tokens: u64,
+    adjusted_tokens: i64,
     cost_nanos: i64,
     provided_cost_nanos: i64,
     unpriced_events: u64,
@@ -95,8 +96,11 @@ pub struct Summary {
     /// Failed events: `error` events and events with status `error`.
     pub errors: u64,
     pub usage: Usage,
-    /// Cost by Tally's price table; events whose model had no price count as zero and are
-    /// counted in `unpriced_events`.
+    /// Signed tokens of usage adjustments made through the admin API (credits are negative);
+    /// not part of `usage`.
+    pub adjusted_tokens: i64,
+    /// Cost by Tally's price table, adjustments included; events whose model had no price
+    /// count as zero and are counted in `unpriced_events`.
     pub cost_usd: serde_json::Value,
     /// Sum of the `cost_usd` the SDK sent.
     pub provided_cost_usd: serde_json::Value,
@@ -157,6 +161,7 @@ pub async fn summary(
             cache_read_tokens: totals.cache_read_tokens,
             cache_write_tokens: totals.cache_write_tokens,
         },
+        adjusted_tokens: totals.adjusted_tokens,
         cost_usd: nanos_to_json(totals.cost_nanos),
         provided_cost_usd: nanos_to_json(totals.provided_cost_nanos),
         unpriced_events: totals.unpriced_events,
@@ -241,6 +246,7 @@ pub(super) struct UsagePointRow {
     pub output_tokens: u64,
     pub cache_read_tokens: u64,
     pub cache_write_tokens: u64,
+    pub adjusted_tokens: i64,
     pub cost_nanos: i64,
     pub provided_cost_nanos: i64,
     pub unpriced_events: u64,
@@ -258,6 +264,8 @@ pub struct UsagePoint {
     pub llm_responses: u64,
     pub errors: u64,
     pub usage: Usage,
+    /// Signed tokens of usage adjustments (credits are negative).
+    pub adjusted_tokens: i64,
     pub cost_usd: serde_json::Value,
     pub provided_cost_usd: serde_json::Value,
     pub unpriced_events: u64,
@@ -278,6 +286,7 @@ impl From<UsagePointRow> for UsagePoint {
                 cache_read_tokens: row.cache_read_tokens,
                 cache_write_tokens: row.cache_write_tokens,
             },
+            adjusted_tokens: row.adjusted_tokens,
             cost_usd: nanos_to_json(row.cost_nanos),
             provided_cost_usd: nanos_to_json(row.provided_cost_nanos),
             unpriced_events: row.unpriced_events,
