@@ -10,9 +10,13 @@
 #     which ClickHouse takes the same rows inserted directly;
 #  5. quota: tally-quotabench fills ingest's quota view with 10,000 accounts (memory per
 #     account), then checks at 20,000/s over HTTP (p50/p99 from each request's scheduled
-#     start) and as fast as ingest answers.
-# BENCH_SECONDS, BENCH_MATRIX_SECONDS, BENCH_BATCH, BENCH_CONCURRENCY, BENCH_RATE and
-# BENCH_FOLD_SESSIONS, BENCH_QUOTA_ACCOUNTS and BENCH_QUOTA_RATE change it.
+#     start) and as fast as ingest answers;
+#  6. read API: tally-readbench writes 10 million events over 30 days straight into a
+#     database of its own (raw events and every rollup, folded as the aggregator folds them;
+#     through Kafka this would take hours), then times a session's timeline and the 30-day
+#     metrics through ingest, says where the time goes, reports the size on disk, and drops it.
+# BENCH_SECONDS, BENCH_MATRIX_SECONDS, BENCH_BATCH, BENCH_CONCURRENCY, BENCH_RATE,
+# BENCH_FOLD_SESSIONS, BENCH_QUOTA_ACCOUNTS, BENCH_QUOTA_RATE and BENCH_READ_EVENTS change it.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -92,3 +96,9 @@ for _ in $(seq 1 60); do curl -sf http://127.0.0.1:18090/readyz >/dev/null && br
   --pid "${pids[-1]}" --brokers "127.0.0.1:${TALLY_KAFKA_PORT:-9092}" --quota-topic "$quota_topic" \
   --accounts "${BENCH_QUOTA_ACCOUNTS:-10000}" --rate "${BENCH_QUOTA_RATE:-20000}" \
   --duration-secs "${BENCH_SECONDS:-30}"
+for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+pids=()
+echo "== 6. read API on ${BENCH_READ_EVENTS:-10000000} events over 30 days"
+TALLY_TEST_CLICKHOUSE="http://127.0.0.1:${TALLY_CLICKHOUSE_HTTP_PORT:-8123}" \
+  TALLY_TEST_KAFKA="127.0.0.1:${TALLY_KAFKA_PORT:-9092}" \
+  "$TARGET/release/tally-readbench" --events "${BENCH_READ_EVENTS:-10000000}"

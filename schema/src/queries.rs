@@ -22,8 +22,8 @@ pub const SESSION_ROLLUP: Query = Query {
     sql: include_str!("../queries/session_rollup.sql"),
 };
 
-/// Current rollups of several sessions of one project, for the aggregator to resume from.
-/// Binds: project_id, array of session_id.
+/// Current rollups of several sessions of one project: for the aggregator to resume from, and
+/// for a page of the sessions list. Binds: project_id, array of session_id.
 pub const SESSIONS_BY_ID: Query = Query {
     name: "sessions_by_id",
     sql: include_str!("../queries/sessions_by_id.sql"),
@@ -82,13 +82,14 @@ pub const ACCOUNT_MONTH_USAGE: Query = Query {
     sql: include_str!("../queries/account_month_usage.sql"),
 };
 
-/// One page of a project's sessions that started in a time range, newest first (start, then
-/// session id, both descending). Binds: project_id, from_ms, to_ms, account_id twice, status
-/// (`ok`, `error` or empty) twice, model twice, has_cursor (0/1), cursor start_ms, cursor
-/// session_id, limit. Empty filter values filter nothing.
-pub const SESSIONS_LIST: Query = Query {
-    name: "sessions_list",
-    sql: include_str!("../queries/sessions_list.sql"),
+/// The start and id of a page of a project's sessions that started in a time range, newest
+/// first (start, then session id, both descending); [`SESSIONS_BY_ID`] reads their rows.
+/// Binds: project_id, from_ms, to_ms, account_id twice, status (`ok`, `error` or empty) twice,
+/// model twice, has_cursor (0/1), cursor start_ms, cursor session_id, limit. Empty filter
+/// values filter nothing.
+pub const SESSIONS_PAGE: Query = Query {
+    name: "sessions_page",
+    sql: include_str!("../queries/sessions_page.sql"),
 };
 
 /// Sessions that started in a time range, and how many of them had an error.
@@ -149,7 +150,7 @@ pub const ALL: &[Query] = &[
     USAGE_TOTALS_HOURLY,
     USAGE_TOTALS_DAILY,
     ACCOUNT_MONTH_USAGE,
-    SESSIONS_LIST,
+    SESSIONS_PAGE,
     SESSIONS_STARTED,
     METRICS_TOTALS,
     METRICS_USAGE,

@@ -331,7 +331,7 @@ EXPECTED = {
         ["e-2a", "e-1", "e-2b", "e-3", "e-9"],
     ),
     # Newest first, ties on the start by session id; s1 by its newer start; s4 out of range.
-    "sessions_list": (["r", *SESSION_RANGE, *NO_FILTER, 0, 0, "", 10], ["s3", "s2", "s1"]),
+    "sessions_page": (["r", *SESSION_RANGE, *NO_FILTER, 0, 0, "", 10], ["s3", "s2", "s1"]),
     "sessions_started": (["r", *SESSION_RANGE, "", "", "", ""], ["3 2"]),
     # H1's hour, DAY whole (the newer of its two acct-1 rows, and acct-2's) and H3's hour.
     "metrics_totals": (SPLIT, ["12 12 4 2 120 36 12 5 -40 1200 84 0 4 2720 4 680"]),
@@ -352,7 +352,7 @@ EXPECTED = {
 
 # Further cases of some queries: filters, cursors, limits, other granularities.
 MORE_CASES = {
-    "sessions_list": [
+    "sessions_page": [
         # The older row of s1 has no error; it must not make s1 match `ok`.
         (["r", *SESSION_RANGE, "", "", "ok", "ok", "", "", 0, 0, "", 10], ["s2"]),
         (["r", *SESSION_RANGE, "", "", "error", "error", "", "", 0, 0, "", 10], ["s3", "s1"]),
@@ -393,7 +393,7 @@ MORE_CASES = {
     ],
     "metrics_tools": [(["r", H1, DAY, "calc", "calc"], ["calc 3 3 1 3 120 [3]"])],
 }
-ORDERED = ("session_timeline", "rebuild_events", "sessions_list", "metrics_usage", "metrics_cost")
+ORDERED = ("session_timeline", "rebuild_events", "sessions_page", "metrics_usage", "metrics_cost")
 
 
 def summarize(name, output):
@@ -413,7 +413,7 @@ def summarize(name, output):
         return sorted(f"{r[0]} {r[1]} {r[2]} {r[3]}" for r in rows)
     if name == "tool_usage_group":
         return sorted(f"{r[2]} {r[5]} {r[11]}" for r in rows)
-    if name == "sessions_list":
+    if name == "sessions_page":
         return [r[1] for r in rows]
     if name in ("sessions_started", "metrics_totals"):
         return [" ".join(r) for r in rows]

@@ -7,7 +7,9 @@ use crate::error::ApiError;
 use crate::server::AppState;
 use crate::sessions::SessionSummary;
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde::Serialize;
+use clickhouse::Row;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use tally_schema::event::Timestamp;
 use tally_schema::queries;
 use tally_schema::rows::SessionRow;
@@ -26,6 +28,13 @@ const PARAMETERS: &[&str] = &[
     "limit",
     "cursor",
 ];
+
+/// Where a session stands in the list.
+#[derive(Debug, Row, Deserialize)]
+struct PageKey {
+    first_ts_ms: i64,
+    session_id: String,
+}
 
 #[derive(Debug, Serialize)]
 pub struct SessionPage {
@@ -59,10 +68,10 @@ pub async fn list_sessions(
         Some(c) => (1u8, c.first_ts_ms, c.session_id.as_str()),
         None => (0u8, 0, ""),
     };
-    // One row more than the page tells whether another page follows.
-    let mut rows = state
+    // One key more than the page tells whether another page follows.
+    let mut keys = state
         .clickhouse
-        .query(queries::SESSIONS_LIST.sql)
+        .query(queries::SESSIONS_PAGE.sql)
         .bind(&principal.project_id)
         .bind(range.from_ms)
         .bind(range.to_ms)
@@ -76,11 +85,11 @@ pub async fn list_sessions(
         .bind(cursor_ts)
         .bind(cursor_session)
         .bind(limit + 1)
-        .fetch_all::<SessionRow>()
+        .fetch_all::<PageKey>()
         .await?;
-    let next_cursor = if rows.len() > limit as usize {
-        rows.truncate(limit as usize);
-        rows.last().map(|last| {
+    let next_cursor = if keys.len() > limit as usize {
+        keys.truncate(limit as usize);
+        keys.last().map(|last| {
             SessionCursor {
                 first_ts_ms: last.first_ts_ms,
                 session_id: last.session_id.clone(),
@@ -90,10 +99,30 @@ pub async fn list_sessions(
     } else {
         None
     };
+    let mut rows: HashMap<String, SessionRow> = HashMap::new();
+    if !keys.is_empty() {
+        let ids: Vec<&str> = keys.iter().map(|k| k.session_id.as_str()).collect();
+        rows = state
+            .clickhouse
+            .query(queries::SESSIONS_BY_ID.sql)
+            .bind(&principal.project_id)
+            .bind(ids)
+            .fetch_all::<SessionRow>()
+            .await?
+            .into_iter()
+            .map(|row| (row.session_id.clone(), row))
+            .collect();
+    }
+    // In the page's order; a row read a moment later may be newer than its key, never older.
+    let sessions = keys
+        .iter()
+        .filter_map(|key| rows.remove(&key.session_id))
+        .map(SessionSummary::from)
+        .collect();
     Ok(HttpResponse::Ok().json(SessionPage {
         from: Timestamp(range.from_ms),
         to: Timestamp(range.to_ms),
-        sessions: rows.into_iter().map(SessionSummary::from).collect(),
+        sessions,
         next_cursor,
     }))
 }

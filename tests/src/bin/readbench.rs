@@ -54,6 +54,10 @@ struct Args {
     /// Keep the database afterwards (its name is printed).
     #[arg(long)]
     keep: bool,
+    /// Also time the served queries in ClickHouse alone, without FINAL, and on a rollup
+    /// without the account dimension (scratch tables), to show where the time goes.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    analyze: bool,
     #[arg(long, default_value_t = 7)]
     seed: u64,
 }
@@ -126,6 +130,10 @@ async fn run(args: &Args, clickhouse: &ClickHouseConfig) -> anyhow::Result<()> {
 
     let mut rng = StdRng::seed_from_u64(args.seed);
     let mut timeline = Vec::new();
+    // One read first: the server and ClickHouse's caches warm up on it, not on the figures.
+    reader
+        .timed(&format!("/v1/sessions/{}/timeline", filled.sample[0]))
+        .await?;
     for _ in 0..args.timelines {
         let session = &filled.sample[rng.random_range(0..filled.sample.len())];
         timeline.push(
@@ -184,6 +192,134 @@ async fn run(args: &Args, clickhouse: &ClickHouseConfig) -> anyhow::Result<()> {
         );
     }
     ingest.handle.stop(true).await;
+
+    if args.analyze {
+        analyze(args, &client, start, end).await?;
+    }
+    Ok(())
+}
+
+/// Binds of the metrics queries' rollup union for whole days `[start, end)`, no filters.
+fn rollup_binds(
+    mut query: clickhouse::query::Query,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> clickhouse::query::Query {
+    let (from, to) = (start.timestamp(), end.timestamp());
+    query = query.bind(PROJECT).bind(from).bind(to);
+    for _ in 0..6 {
+        query = query.bind("");
+    }
+    query = query.bind(PROJECT);
+    for _ in 0..4 {
+        query = query.bind(0);
+    }
+    for _ in 0..6 {
+        query = query.bind("");
+    }
+    query
+}
+
+/// Times a query run in ClickHouse alone, its answer read whole.
+async fn time_query(
+    client: &clickhouse::Client,
+    sql: &str,
+    bind: impl Fn(clickhouse::query::Query) -> clickhouse::query::Query,
+    repeats: usize,
+) -> anyhow::Result<Timings> {
+    let mut times = Vec::new();
+    for _ in 0..repeats {
+        let started = Instant::now();
+        bind(client.query(sql))
+            .fetch_bytes("RowBinary")?
+            .collect()
+            .await?;
+        times.push(started.elapsed());
+    }
+    Ok(Timings::of(&times))
+}
+
+/// Where the time of the 30-day summary and latency goes: the queries as served, timed in
+/// ClickHouse alone; the same without FINAL (what deduplicating the rollups' row versions
+/// costs); and the same on copies of the usage rollups without the account dimension, which
+/// is what a project-wide rollup would hold. The copies are scratch tables of this database.
+async fn analyze(
+    args: &Args,
+    client: &clickhouse::Client,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+) -> anyhow::Result<()> {
+    let totals = tally_schema::queries::METRICS_TOTALS.sql;
+    let latency = tally_schema::queries::METRICS_LATENCY.sql;
+    let sessions = tally_schema::queries::SESSIONS_STARTED.sql;
+    let bind_sessions = |q: clickhouse::query::Query| {
+        q.bind(PROJECT)
+            .bind(start.timestamp_millis())
+            .bind(end.timestamp_millis())
+            .bind("")
+            .bind("")
+            .bind("")
+            .bind("")
+    };
+    let n = args.repeats.max(1);
+    let window = |q| rollup_binds(q, start, end);
+    println!("where the time goes (ClickHouse alone, n={n} each):");
+    for (name, sql) in [("usage totals", totals), ("latency histograms", latency)] {
+        let served = time_query(client, sql, window, n).await?;
+        let unfinal = sql.replace(" FINAL", "");
+        let without = time_query(client, &unfinal, window, n).await?;
+        println!(
+            "  {name}: as served {} | without FINAL {}",
+            served.short(),
+            without.short()
+        );
+    }
+    let served = time_query(client, sessions, bind_sessions, n).await?;
+    let without = time_query(client, &sessions.replace(" FINAL", ""), bind_sessions, n).await?;
+    println!(
+        "  sessions started: as served {} | without FINAL {}",
+        served.short(),
+        without.short()
+    );
+
+    for table in ["usage_daily", "usage_hourly"] {
+        client
+            .query(&format!("CREATE TABLE {table}_projectwide AS {table}"))
+            .execute()
+            .await?;
+        // Each partition's rows of a bucket summed over accounts: the rows a rollup keyed by
+        // project, model and operation would hold.
+        client
+            .query(&format!(
+                "INSERT INTO {table}_projectwide SELECT project_id, bucket, '' AS account_id, model, operation, \
+                 kafka_partition, sum(events), sum(llm_requests), sum(llm_responses), sum(errors), \
+                 sum(input_tokens), sum(output_tokens), sum(cache_read_tokens), sum(cache_write_tokens), \
+                 sum(adjusted_tokens), sum(cost_nanos), sum(provided_cost_nanos), sum(unpriced_events), \
+                 sum(duration_count), sum(duration_sum_ms), sumForEach(duration_hist), sum(ttft_count), \
+                 sum(ttft_sum_ms), sumForEach(ttft_hist), max(kafka_offset) \
+                 FROM {table} FINAL GROUP BY project_id, bucket, model, operation, kafka_partition"
+            ))
+            .execute()
+            .await?;
+    }
+    let rows: u64 = client
+        .query("SELECT count() FROM usage_daily_projectwide")
+        .fetch_one()
+        .await?;
+    println!("  a rollup without accounts holds {rows} daily rows for the 30 days");
+    for (name, sql) in [("usage totals", totals), ("latency histograms", latency)] {
+        let projectwide = sql
+            .replace("usage_daily FINAL", "usage_daily_projectwide FINAL")
+            .replace("usage_hourly FINAL", "usage_hourly_projectwide FINAL");
+        let timings = time_query(client, &projectwide, window, n).await?;
+        println!("  {name} on it: {}", timings.short());
+    }
+    for table in ["usage_daily", "usage_hourly"] {
+        client
+            .query(&format!("DROP TABLE {table}_projectwide"))
+            .execute()
+            .await?;
+    }
     Ok(())
 }
 
@@ -229,6 +365,14 @@ impl Timings {
     fn quantile(&self, q: f64) -> f64 {
         let rank = ((q * self.sorted_ms.len() as f64).ceil() as usize).max(1);
         self.sorted_ms[rank.min(self.sorted_ms.len()) - 1]
+    }
+
+    fn short(&self) -> String {
+        format!(
+            "p50 {:.1} ms, p99 {:.1} ms",
+            self.quantile(0.5),
+            self.quantile(0.99)
+        )
     }
 
     fn line(&self, name: &str) -> String {
