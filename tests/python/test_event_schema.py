@@ -18,7 +18,8 @@ REGISTRY = Registry().with_resources(
     [(s["$id"], Resource.from_contents(s)) for s in (EVENT, BATCH)]
     + [("event.schema.json", Resource.from_contents(EVENT))]
 )
-CASES = [c for f in sorted((ROOT / "sdk-spec" / "vectors").glob("*.json")) for c in json.loads(f.read_text())["cases"]]
+# The write-path vectors: the quota and read vectors post no batches of their own.
+CASES = json.loads((ROOT / "sdk-spec" / "vectors" / "batch.json").read_text())["cases"]
 SCHEMA_CODES = {"missing_field", "invalid_type", "unknown_event_type", "too_long", "not_an_object"}
 
 
