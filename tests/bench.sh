@@ -13,7 +13,7 @@
 #     start) and as fast as ingest answers;
 #  6. read API: tally-readbench writes 10 million events over 30 days straight into a
 #     database of its own (raw events and every rollup, folded as the aggregator folds them;
-#     through Kafka this would take hours), then times a session's timeline and the 30-day
+#     through Kafka it would take several times as long), then times a session's timeline and the 30-day
 #     metrics through ingest, says where the time goes, reports the size on disk, and drops it.
 # BENCH_SECONDS, BENCH_MATRIX_SECONDS, BENCH_BATCH, BENCH_CONCURRENCY, BENCH_RATE,
 # BENCH_FOLD_SESSIONS, BENCH_QUOTA_ACCOUNTS, BENCH_QUOTA_RATE and BENCH_READ_EVENTS change it.

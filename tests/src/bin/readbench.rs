@@ -1,7 +1,7 @@
 //! tally-readbench: the read API on a large store. Fills a fresh database with a month of
 //! generated sessions, written straight into the raw event table and the rollups with the
-//! same fold functions the aggregator uses (folding ten million events through Kafka would
-//! take hours on a small machine), then times the read routes through an in-process ingest
+//! same fold functions the aggregator uses (through ingest, Kafka and the aggregator the same
+//! rows take several times as long), then times the read routes through an in-process ingest
 //! and reports the data size on disk. Used by `make bench`; drops its database at the end.
 
 use anyhow::Context;
