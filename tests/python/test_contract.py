@@ -252,6 +252,33 @@ def test_a_folded_session_reads_as_documented(tally, seeded, path):
     assert response.status_code == 200, response.text
 
 
+@pytest.fixture(scope="module")
+def adjusted(tally):
+    """A credit through the admin API, folded: the session `tally-usage-adjustments` exists."""
+    answer = tally.request(
+        "POST",
+        "/v1/admin/accounts/acct-1/adjustments",
+        key=tally.key("admin"),
+        json_body={"tokens": -100, "cost_usd": -0.5, "reason": "contract test credit"},
+    )
+    assert answer.status == 200, answer.body
+    deadline = time.monotonic() + 60
+    while True:
+        answer = tally.request("GET", "/v1/sessions/tally-usage-adjustments", key=tally.key("read"))
+        if answer.status == 200:
+            return "tally-usage-adjustments"
+        assert time.monotonic() < deadline, f"the adjustment was not folded: {answer.status} {answer.body!r}"
+        time.sleep(0.25)
+
+
+@pytest.mark.parametrize("path", ["/v1/sessions/{id}", "/v1/sessions/{id}/timeline"])
+def test_the_adjustments_session_reads_as_documented(tally, adjusted, path):
+    """The session that holds usage adjustments: negative costs, `usage_adjustment` events."""
+    case = SCHEMA[path]["GET"].Case(path_parameters={"id": adjusted})
+    response = case.call_and_validate(base_url=tally.url, headers=auth_headers(tally, "GET", path), checks=CHECKS)
+    assert response.status_code == 200, response.text
+
+
 READ_ROUTES = [
     ("/v1/sessions", {}),
     ("/v1/metrics/summary", {}),
