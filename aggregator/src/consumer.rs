@@ -24,6 +24,8 @@ use tally_schema::quota::{CounterRecord, QuotaRecord, WindowStarts, MINUTE_SLOTS
 use tally_schema::rollups::Granularity;
 use tokio::sync::watch;
 
+mod isolate;
+
 /// Partition assignments seen by librdkafka, applied by the loop between batches.
 #[derive(Debug)]
 enum Assignment {
@@ -148,8 +150,13 @@ impl Aggregator {
     /// Folds until shutdown is signalled; the batch in hand is finished first.
     pub async fn run(mut self) -> anyhow::Result<()> {
         while !self.stopping() {
-            let messages = self.next_batch().await;
+            let mut messages = self.next_batch().await;
             self.apply_rebalances().await?;
+            // Records of a partition revoked while the batch was gathered belong to its new
+            // owner now: folding them here too would race it.
+            if let Ok(owned) = self.owned.read() {
+                messages.retain(|m| owned.contains(&m.partition()));
+            }
             if messages.is_empty() {
                 continue;
             }
@@ -267,20 +274,7 @@ impl Aggregator {
         }
         // Poison goes to the dead-letter topic before the batch's offsets can be committed.
         for (message, reason) in poison {
-            tracing::error!(partition = message.partition(), offset = message.offset(), %reason, "dead-lettering a record");
-            let mut backoff = Duration::from_millis(100);
-            while let Err(err) = self.dead_letters.send(message, &reason).await {
-                tracing::warn!(%err, "dead-letter topic unavailable; retrying");
-                if self.stopping() {
-                    anyhow::bail!("{err}");
-                }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
-            }
-            self.metrics
-                .records
-                .with_label_values(&["dead_lettered"])
-                .inc();
+            self.dead_letter(message, &reason).await?;
         }
 
         phase.end("decode");
@@ -291,12 +285,12 @@ impl Aggregator {
         for (position, partition, offset, request) in rebuilds {
             let tail = rest.split_off(position - applied);
             applied = position;
-            self.apply(rest, &mut phase).await?;
+            self.apply_isolating(rest, &messages, &mut phase).await?;
             self.rebuild(partition, offset, request).await?;
             phase.end("rebuild");
             rest = tail;
         }
-        self.apply(rest, &mut phase).await?;
+        self.apply_isolating(rest, &messages, &mut phase).await?;
 
         let mut offsets = TopicPartitionList::new();
         for (partition, next) in next_offsets {
@@ -314,8 +308,28 @@ impl Aggregator {
         Ok(())
     }
 
+    /// Sends a record that cannot be folded to the dead-letter topic, retrying until Kafka
+    /// has it (the batch's offsets are committed only after).
+    async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> anyhow::Result<()> {
+        tracing::error!(partition = message.partition(), offset = message.offset(), %reason, "dead-lettering a record");
+        let mut backoff = Duration::from_millis(100);
+        while let Err(err) = self.dead_letters.send(message, reason).await {
+            tracing::warn!(%err, "dead-letter topic unavailable; retrying");
+            if self.stopping() {
+                anyhow::bail!("{err}");
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+        self.metrics
+            .records
+            .with_label_values(&["dead_lettered"])
+            .inc();
+        Ok(())
+    }
+
     /// Loads, folds and writes records.
-    async fn apply(&mut self, records: Vec<Record>, phase: &mut Phase) -> anyhow::Result<()> {
+    async fn apply(&mut self, records: Vec<Record>, phase: &mut Phase) -> Result<(), CallError> {
         if records.is_empty() {
             return Ok(());
         }
@@ -327,7 +341,9 @@ impl Aggregator {
             .await?;
         phase.end("write");
         let counters = self.ledger.fold(&output.quota, tally_quota::now_ms());
-        self.publish_counters(counters).await?;
+        self.publish_counters(counters)
+            .await
+            .map_err(CallError::Stopped)?;
         phase.end("quota");
         let metrics = &self.metrics;
         for (table, rows) in [
@@ -461,7 +477,7 @@ impl Aggregator {
     }
 
     /// Loads the rows the batch touches that are not in memory.
-    async fn load(&mut self, records: &[Record]) -> anyhow::Result<()> {
+    async fn load(&mut self, records: &[Record]) -> Result<(), CallError> {
         let plan = self.folder.plan(records);
         for (project_id, session_ids) in plan.sessions {
             let rows = self
@@ -500,8 +516,9 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Retries a ClickHouse call with exponential backoff until it succeeds or shutdown.
-    async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> anyhow::Result<T>
+    /// Retries a ClickHouse call with exponential backoff until it succeeds, ClickHouse
+    /// refuses it for good ([`crate::store::is_permanent`]), or shutdown.
+    async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, CallError>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, clickhouse::error::Error>>,
@@ -516,6 +533,14 @@ impl Aggregator {
                         .store(true, std::sync::atomic::Ordering::Relaxed);
                     return Ok(value);
                 }
+                Err(err) if crate::store::is_permanent(&err) => {
+                    self.metrics.write_failures.inc();
+                    tracing::warn!(%err, what, "clickhouse refused the call");
+                    return Err(CallError::Rejected {
+                        what: what.to_owned(),
+                        source: err,
+                    });
+                }
                 Err(err) => {
                     self.metrics.write_failures.inc();
                     self.metrics
@@ -523,7 +548,9 @@ impl Aggregator {
                         .store(false, std::sync::atomic::Ordering::Relaxed);
                     tracing::warn!(%err, what, retry_in_ms = backoff.as_millis() as u64, "clickhouse call failed");
                     if self.stopping() {
-                        anyhow::bail!("{what} failed at shutdown: {err}");
+                        return Err(CallError::Stopped(anyhow::anyhow!(
+                            "{what} failed at shutdown: {err}"
+                        )));
                     }
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(max_backoff);
@@ -531,6 +558,22 @@ impl Aggregator {
             }
         }
     }
+}
+
+/// Why a ClickHouse call gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// ClickHouse refused the statement or its data; retrying cannot help, so the records
+    /// behind it are isolated and dead-lettered (see [`isolate`]).
+    #[error("{what}: clickhouse refused it: {source}")]
+    Rejected {
+        what: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// Shutdown came while retrying, or Kafka failed: the batch stays uncommitted.
+    #[error(transparent)]
+    Stopped(anyhow::Error),
 }
 
 /// Times the phases of one batch into `tally_aggregator_batch_phase_duration_seconds`.

@@ -215,6 +215,14 @@ impl Folder {
         self.forget_rows_of(partition);
     }
 
+    /// Drops every cached row (not the dedup windows): they are reloaded on demand.
+    pub fn forget_rows(&mut self) {
+        self.sessions.clear();
+        self.usage.clear();
+        self.tools.clear();
+        self.loaded_groups.clear();
+    }
+
     /// Forgets all cached state.
     pub fn forget_all(&mut self) {
         self.windows.clear();

@@ -9,7 +9,7 @@
 use crate::fold::QuotaDelta;
 use crate::store::{PartitionUsage, RecentSecond};
 use std::collections::HashMap;
-use tally_schema::quota::{CounterRecord, SecondSlot, WindowStarts, MINUTE_SLOTS};
+use tally_schema::quota::{CounterRecord, SecondSlot, Window, WindowStarts, MINUTE_SLOTS};
 
 type CounterKey = (i32, String, String);
 
@@ -34,17 +34,12 @@ impl QuotaLedger {
         now_ms: i64,
     ) -> Vec<CounterRecord> {
         self.forget_partition(partition);
-        let w = WindowStarts::at(now_ms);
         let mut fresh: HashMap<CounterKey, CounterRecord> = HashMap::new();
         let mut entry = |project: &str, account: &str| -> CounterKey {
             let key = (partition, project.to_owned(), account.to_owned());
-            fresh.entry(key.clone()).or_insert_with(|| {
-                let mut c = CounterRecord::new(project, account, partition);
-                c.day_start = w.day;
-                c.month_start = w.month;
-                c.hour_start = w.hour;
-                c
-            });
+            fresh
+                .entry(key.clone())
+                .or_insert_with(|| CounterRecord::new(project, account, partition));
             key
         };
         let mut keyed = Vec::new();
@@ -77,21 +72,18 @@ impl QuotaLedger {
             let Some(c) = fresh.get_mut(&key) else {
                 continue;
             };
+            // Rows of passed windows count only in the month they belong to; rows ahead of
+            // now (a client clock running fast) wait in their own windows.
             if let Some(row) = day {
                 let bucket = i64::from(row.bucket_start);
-                if bucket >= w.month && bucket < w.next_month {
-                    c.month_tokens = c.month_tokens.saturating_add(row.tokens);
-                    c.month_cost_nanos = c.month_cost_nanos.saturating_add(row.cost_nanos);
-                }
-                if bucket == w.day {
-                    c.day_tokens = c.day_tokens.saturating_add(row.tokens);
-                }
+                c.add_to_window(Window::Day, bucket, row.tokens, 0, now_ms);
+                let month = WindowStarts::at(bucket.saturating_mul(1000)).month;
+                c.add_to_window(Window::Month, month, row.tokens, row.cost_nanos, now_ms);
                 c.offset = c.offset.max(row.last_offset);
             }
             if let Some(row) = hour {
-                if i64::from(row.bucket_start) == w.hour {
-                    c.hour_tokens = c.hour_tokens.saturating_add(row.tokens);
-                }
+                let bucket = i64::from(row.bucket_start);
+                c.add_to_window(Window::Hour, bucket, row.tokens, 0, now_ms);
                 c.offset = c.offset.max(row.last_offset);
             }
             if let Some(row) = second {
@@ -181,22 +173,27 @@ mod tests {
         );
         assert_eq!(restored.len(), 1);
         let c = &restored[0];
-        assert_eq!(
+        let totals = |c: &CounterRecord| {
             (
-                c.day_tokens,
-                c.month_tokens,
-                c.hour_tokens,
-                c.month_cost_nanos
-            ),
-            (100, 130, 60, 10)
-        );
+                c.total(Window::Day, w.day).tokens,
+                c.total(Window::Month, w.month).tokens,
+                c.total(Window::Hour, w.hour).tokens,
+                c.total(Window::Month, w.month).cost_nanos,
+            )
+        };
+        assert_eq!(totals(c), (100, 130, 60, 10));
         assert_eq!((c.offset, c.seconds.len()), (40, 1));
         let after = ledger.fold(&[delta(2, 41, now, 7, 1), delta(2, 42, now, -3, 0)], now);
         assert_eq!(after.len(), 1);
-        assert_eq!((after[0].day_tokens, after[0].offset), (104, 42));
+        assert_eq!(
+            (after[0].total(Window::Day, w.day).tokens, after[0].offset),
+            (104, 42)
+        );
         ledger.forget_partition(2);
         assert_eq!(
-            ledger.fold(&[delta(2, 43, now, 1, 0)], now)[0].day_tokens,
+            ledger.fold(&[delta(2, 43, now, 1, 0)], now)[0]
+                .total(Window::Day, w.day)
+                .tokens,
             1
         );
     }

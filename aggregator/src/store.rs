@@ -122,14 +122,15 @@ impl Store {
             .await
     }
 
+    /// The current rows of `session_ids`, in lookups of at most [`LOOKUP_MAX_IDS`] ids and
+    /// [`LOOKUP_MAX_BYTES`] bytes each, so no batch's ids make a query ClickHouse refuses.
     pub async fn load_sessions(
         &self,
         project_id: &str,
         session_ids: &[String],
     ) -> Result<Vec<SessionRow>, clickhouse::error::Error> {
         let mut rows = Vec::new();
-        // Bounded IN lists keep each query small.
-        for chunk in session_ids.chunks(1000) {
+        for chunk in lookup_chunks(session_ids) {
             let mut part = self
                 .client
                 .query(queries::SESSIONS_BY_ID.sql)
@@ -198,6 +199,75 @@ impl Store {
     }
 }
 
+/// Most ids in one lookup query.
+pub const LOOKUP_MAX_IDS: usize = 1000;
+/// Most bytes of ids in one lookup query. Quoting at most doubles them, so a lookup stays
+/// near 130 KiB, well under ClickHouse's default `max_query_size` of 256 KiB.
+pub const LOOKUP_MAX_BYTES: usize = 64 * 1024;
+
+/// Splits ids into runs within [`LOOKUP_MAX_IDS`] and [`LOOKUP_MAX_BYTES`]; an id larger than
+/// the byte bound (ingest allows none) goes alone.
+pub fn lookup_chunks(ids: &[String]) -> Vec<&[String]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, id) in ids.iter().enumerate() {
+        if i > start && (i - start >= LOOKUP_MAX_IDS || bytes + id.len() > LOOKUP_MAX_BYTES) {
+            chunks.push(&ids[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += id.len();
+    }
+    if start < ids.len() {
+        chunks.push(&ids[start..]);
+    }
+    chunks
+}
+
+/// ClickHouse error codes that say the statement or its data is wrong: sending it again
+/// cannot succeed. Anything else (connection, timeouts, memory, too many parts, unknown
+/// table during a migration) is worth retrying.
+const PERMANENT_CODES: &[u32] = &[
+    6,   // CANNOT_PARSE_TEXT
+    26,  // CANNOT_PARSE_QUOTED_STRING
+    27,  // CANNOT_PARSE_INPUT_ASSERTION_FAILED
+    33,  // CANNOT_READ_ALL_DATA
+    38,  // CANNOT_PARSE_DATE
+    41,  // CANNOT_PARSE_DATETIME
+    43,  // ILLEGAL_TYPE_OF_ARGUMENT
+    53,  // TYPE_MISMATCH
+    62,  // SYNTAX_ERROR (also "Max query size exceeded")
+    69,  // ARGUMENT_OUT_OF_BOUND
+    70,  // CANNOT_CONVERT_TYPE
+    72,  // CANNOT_PARSE_NUMBER
+    117, // INCORRECT_DATA
+    128, // TOO_LARGE_ARRAY_SIZE
+    131, // TOO_LARGE_STRING_SIZE
+    167, // TOO_DEEP_AST
+    168, // TOO_BIG_AST
+    321, // VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE
+];
+
+/// True when retrying the call that failed with `err` cannot help: ClickHouse refused the
+/// statement or its data (see [`PERMANENT_CODES`]), or a row could not be encoded.
+pub fn is_permanent(err: &clickhouse::error::Error) -> bool {
+    use clickhouse::error::Error;
+    match err {
+        Error::BadResponse(text) => {
+            exception_code(text).is_some_and(|c| PERMANENT_CODES.contains(&c))
+        }
+        Error::Custom(_) | Error::SequenceMustHaveLength | Error::DataFormat(_) => true,
+        _ => false,
+    }
+}
+
+/// The code of a ClickHouse exception text (`Code: 62, e.displayText() = …` on 18.16,
+/// `Code: 62. DB::Exception: …` on current versions).
+fn exception_code(text: &str) -> Option<u32> {
+    let rest = &text[text.find("Code: ")? + "Code: ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 async fn insert_all<T>(
     client: &clickhouse::Client,
     table: &str,
@@ -214,4 +284,48 @@ where
         insert.write(row).await?;
     }
     insert.end().await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use clickhouse::error::Error;
+
+    #[test]
+    fn lookups_are_bounded_in_ids_and_bytes() {
+        let emoji: String = "\u{1F600}".repeat(124);
+        let ids: Vec<String> = (0..1000).map(|i| format!("{emoji}{i}")).collect();
+        let chunks = lookup_chunks(&ids);
+        assert!(chunks.len() > 1);
+        for chunk in &chunks {
+            assert!(chunk.iter().map(String::len).sum::<usize>() <= LOOKUP_MAX_BYTES);
+        }
+        assert_eq!(chunks.concat(), ids);
+        let small: Vec<String> = (0..2500).map(|i| i.to_string()).collect();
+        let sizes: Vec<usize> = lookup_chunks(&small).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![1000, 1000, 500]);
+        assert!(lookup_chunks(&[]).is_empty());
+    }
+
+    #[test]
+    fn refusals_are_permanent_and_outages_are_not() {
+        let old =
+            "Code: 62, e.displayText() = DB::Exception: Syntax error: Max query size exceeded";
+        let new = "Code: 53. DB::Exception: Type mismatch. (TYPE_MISMATCH)";
+        assert!(is_permanent(&Error::BadResponse(old.into())));
+        assert!(is_permanent(&Error::BadResponse(new.into())));
+        for transient in [
+            "Code: 241, e.displayText() = DB::Exception: Memory limit exceeded",
+            "Code: 60. DB::Exception: Table tally.events doesn't exist",
+            "502 Bad Gateway",
+        ] {
+            assert!(
+                !is_permanent(&Error::BadResponse(transient.into())),
+                "{transient}"
+            );
+        }
+        assert!(!is_permanent(&Error::TimedOut));
+        assert!(is_permanent(&Error::Custom("row".into())));
+    }
 }

@@ -203,8 +203,10 @@ pub struct Event {
     pub tool: Option<Tool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+    /// Free-form JSON, kept as the text the client sent: never parsed again after ingest,
+    /// so no depth or shape of it can make a later stage fail.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub content: Option<serde_json::Value>,
+    pub content: Option<JsonText>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
@@ -213,6 +215,54 @@ impl Event {
     /// An `error` event, or any event whose status is `error`.
     pub fn is_failure(&self) -> bool {
         self.event_type == EventType::Error || self.status == Some(Status::Error)
+    }
+}
+
+/// A JSON value kept as its text. Serializes as the value itself (not as a string); reading
+/// it back only checks that it is one JSON value, without a nesting limit.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JsonText(Box<serde_json::value::RawValue>);
+
+impl JsonText {
+    /// The JSON text of `raw`, or `None` when it is not one JSON value.
+    pub fn parse(raw: &str) -> Option<Self> {
+        serde_json::value::RawValue::from_string(raw.trim().to_owned())
+            .ok()
+            .map(Self)
+    }
+
+    /// Text already read as one JSON value.
+    pub fn from_raw(raw: Box<serde_json::value::RawValue>) -> Self {
+        Self(raw)
+    }
+
+    /// The JSON text of a value built in memory.
+    pub fn from_value(value: &serde_json::Value) -> Self {
+        Self::parse(&value.to_string()).unwrap_or_else(Self::null)
+    }
+
+    fn null() -> Self {
+        Self(serde_json::value::RawValue::NULL.to_owned())
+    }
+
+    pub fn get(&self) -> &str {
+        self.0.get()
+    }
+}
+
+/// The same JSON value: the same text, or texts that read as equal values (key order,
+/// number spelling).
+impl PartialEq for JsonText {
+    fn eq(&self, other: &Self) -> bool {
+        self.get() == other.get()
+            || matches!(
+                (
+                    serde_json::from_str::<serde_json::Value>(self.get()),
+                    serde_json::from_str::<serde_json::Value>(other.get()),
+                ),
+                (Ok(a), Ok(b)) if a == b
+            )
     }
 }
 

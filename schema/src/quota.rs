@@ -21,7 +21,8 @@ mod tests;
 
 pub use check::{evaluate, percent_of, CheckRequest, Decision, LimitState, Reason, Status, Usage};
 pub use records::{
-    AccountSettings, CounterRecord, QuotaRecord, SecondSlot, WindowStarts, MINUTE_SLOTS,
+    AccountSettings, CounterRecord, QuotaRecord, SecondSlot, Window, WindowStarts, WindowTotal,
+    LOOKAHEAD_SECS, MINUTE_SLOTS,
 };
 
 use crate::money::{nanos_to_json, parse_usd_nanos};

@@ -92,7 +92,7 @@ impl EventRow {
             error_type: error.kind.unwrap_or_default(),
             error_message: error.message.unwrap_or_default(),
             error_stack: error.stack.unwrap_or_default(),
-            content: e.content.map(|c| c.to_string()).unwrap_or_default(),
+            content: e.content.map(|c| c.get().to_owned()).unwrap_or_default(),
             attributes: if e.attributes.is_empty() {
                 String::new()
             } else {
@@ -142,7 +142,7 @@ impl EventRow {
                 call_id: non_empty(self.tool_call_id),
             }),
             error: (error != ErrorInfo::default()).then_some(error),
-            content: serde_json::from_str(&self.content).ok(),
+            content: crate::event::JsonText::parse(&self.content),
             attributes: serde_json::from_str(&self.attributes).unwrap_or_default(),
         }
     }

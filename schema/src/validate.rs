@@ -3,7 +3,7 @@
 //! A bad envelope fails the whole request ([`BatchError`]); a bad event becomes a
 //! [`Rejection`] naming its field and reason, and the rest of the batch goes on.
 
-use crate::event::{ErrorInfo, Event, EventType, Status, Timestamp, Tool, Usage};
+use crate::event::{ErrorInfo, Event, EventType, JsonText, Status, Timestamp, Tool, Usage};
 use crate::money::json_usd_nanos;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -27,7 +27,18 @@ pub struct Limits {
     pub max_future_hours: i64,
     /// How far in the past a timestamp may be, in days (the raw-event retention).
     pub max_age_days: i64,
+    /// Deepest nesting of arrays and objects in `content` (`[[1]]` is 2 deep).
+    pub max_content_depth: usize,
+    /// Largest token count in any `usage` field of one event.
+    pub max_tokens: u64,
+    /// Largest `duration_ms` and `time_to_first_token_ms` (10^9 ms is about 11.5 days).
+    pub max_duration_ms: u64,
 }
+
+/// Largest `cost_usd` of one event: one million US dollars, in nano-USD. With the token and
+/// duration maxima it keeps one event's contribution to any sum far inside 64 bits; sums of
+/// many events saturate instead of wrapping.
+pub const MAX_EVENT_COST_NANOS: i64 = 1_000_000 * crate::money::NANOS_PER_USD;
 
 impl Default for Limits {
     fn default() -> Self {
@@ -38,6 +49,9 @@ impl Default for Limits {
             max_attributes: 64,
             max_future_hours: 24,
             max_age_days: 90,
+            max_content_depth: 32,
+            max_tokens: 1_000_000_000_000,
+            max_duration_ms: 1_000_000_000,
         }
     }
 }
@@ -56,6 +70,7 @@ pub enum RejectCode {
     EventTooLarge,
     TimestampInFuture,
     TimestampTooOld,
+    TooDeep,
 }
 
 impl RejectCode {
@@ -71,6 +86,7 @@ impl RejectCode {
             Self::EventTooLarge => "event_too_large",
             Self::TimestampInFuture => "timestamp_in_future",
             Self::TimestampTooOld => "timestamp_too_old",
+            Self::TooDeep => "too_deep",
         }
     }
 }
@@ -181,24 +197,31 @@ fn validate_raw_event(
     limits: &Limits,
     now: DateTime<Utc>,
 ) -> Result<Event, Rejection> {
-    let value: Value = serde_json::from_str(raw.get()).map_err(|err| Rejection {
+    let not_json = |err: serde_json::Error| Rejection {
         index,
         event_id: None,
         code: RejectCode::InvalidValue,
         field: None,
         message: format!("event is not valid JSON: {err}"),
-    })?;
-    let object = value.as_object().ok_or_else(|| Rejection {
-        index,
-        event_id: None,
-        code: RejectCode::NotAnObject,
-        field: None,
-        message: "an event must be a JSON object".into(),
-    })?;
-    let event_id = object
+    };
+    // Fields are read as raw text first: `content` stays text (any depth within the limit),
+    // the others are parsed one by one, so a failure names its field.
+    let fields: BTreeMap<String, Box<RawValue>> = match serde_json::from_str(raw.get()) {
+        Ok(fields) => fields,
+        Err(err) if err.is_data() => {
+            return Err(Rejection {
+                index,
+                event_id: None,
+                code: RejectCode::NotAnObject,
+                field: None,
+                message: "an event must be a JSON object".into(),
+            })
+        }
+        Err(err) => return Err(not_json(err)),
+    };
+    let event_id = fields
         .get("event_id")
-        .and_then(Value::as_str)
-        .map(str::to_owned);
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok());
     let reject = |problem: Problem| Rejection {
         index,
         event_id: event_id.clone(),
@@ -217,7 +240,95 @@ fn validate_raw_event(
             ),
         }));
     }
-    validate_event(object, limits, now).map_err(reject)
+    let mut object = Map::new();
+    let mut content = None;
+    for (name, value) in fields {
+        if name == "content" {
+            content = Some(value);
+            continue;
+        }
+        let parsed: Value = serde_json::from_str(value.get()).map_err(|err| {
+            reject(Problem::new(
+                RejectCode::InvalidValue,
+                &name,
+                format!("{name} cannot be read: {err}"),
+            ))
+        })?;
+        object.insert(name, parsed);
+    }
+    let content = match content {
+        Some(raw) if raw.get() != "null" => Some(content_text(raw, limits).map_err(&reject)?),
+        _ => None,
+    };
+    let mut event = validate_event(&object, limits, now).map_err(&reject)?;
+    event.content = content;
+    Ok(event)
+}
+
+/// `content` kept as the client's text, once its nesting is within the limit.
+fn content_text(raw: Box<RawValue>, limits: &Limits) -> Result<JsonText, Problem> {
+    let depth = json_depth(raw.get());
+    if depth > limits.max_content_depth {
+        return Err(too_deep(depth, limits));
+    }
+    Ok(JsonText::from_raw(raw))
+}
+
+fn too_deep(depth: usize, limits: &Limits) -> Problem {
+    Problem::new(
+        RejectCode::TooDeep,
+        "content",
+        format!(
+            "content nests {depth} levels deep; at most {} are allowed",
+            limits.max_content_depth
+        ),
+    )
+}
+
+/// How deeply arrays and objects nest in a valid JSON text (a scalar is 0 deep).
+pub fn json_depth(text: &str) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for byte in text.bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+fn value_depth(value: &Value) -> usize {
+    // Iterative, so a value of any depth is measured without recursion.
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, level)) = stack.pop() {
+        match value {
+            Value::Array(items) => {
+                deepest = deepest.max(level);
+                stack.extend(items.iter().map(|v| (v, level + 1)));
+            }
+            Value::Object(map) => {
+                deepest = deepest.max(level);
+                stack.extend(map.values().map(|v| (v, level + 1)));
+            }
+            _ => {}
+        }
+    }
+    deepest
 }
 
 /// What is wrong with one event, before it is tied to its index in the batch.
@@ -344,14 +455,28 @@ pub fn validate_event(
         provider,
         usage: usage(&fields)?,
         provided_cost_nanos: cost(object)?,
-        duration_ms: fields.optional_u64("duration_ms")?,
-        time_to_first_token_ms: fields.optional_u64("time_to_first_token_ms")?,
+        duration_ms: fields.optional_count("duration_ms", limits.max_duration_ms)?,
+        time_to_first_token_ms: fields
+            .optional_count("time_to_first_token_ms", limits.max_duration_ms)?,
         status: status(object)?,
         tool,
         error,
-        content: object.get("content").filter(|v| !v.is_null()).cloned(),
+        content: content(object, limits)?,
         attributes: attributes(object, limits)?,
     })
+}
+
+fn content(object: &Map<String, Value>, limits: &Limits) -> Result<Option<JsonText>, Problem> {
+    match object.get("content") {
+        None | Some(Value::Null) => Ok(None),
+        Some(value) => {
+            let depth = value_depth(value);
+            if depth > limits.max_content_depth {
+                return Err(too_deep(depth, limits));
+            }
+            Ok(Some(JsonText::from_value(value)))
+        }
+    }
 }
 
 fn timestamp(text: &str, limits: &Limits, now: DateTime<Utc>) -> Result<Timestamp, Problem> {
@@ -391,11 +516,14 @@ fn usage(fields: &Fields) -> Result<Usage, Problem> {
     let Some(inner) = fields.optional_object("usage")? else {
         return Ok(Usage::default());
     };
+    let max = fields.limits.max_tokens;
     let usage = Usage {
-        input_tokens: inner.optional_u64("input_tokens")?.unwrap_or(0),
-        output_tokens: inner.optional_u64("output_tokens")?.unwrap_or(0),
-        cache_read_tokens: inner.optional_u64("cache_read_tokens")?.unwrap_or(0),
-        cache_write_tokens: inner.optional_u64("cache_write_tokens")?.unwrap_or(0),
+        input_tokens: inner.optional_count("input_tokens", max)?.unwrap_or(0),
+        output_tokens: inner.optional_count("output_tokens", max)?.unwrap_or(0),
+        cache_read_tokens: inner.optional_count("cache_read_tokens", max)?.unwrap_or(0),
+        cache_write_tokens: inner
+            .optional_count("cache_write_tokens", max)?
+            .unwrap_or(0),
     };
     let cached = usage
         .cache_read_tokens
@@ -413,13 +541,22 @@ fn usage(fields: &Fields) -> Result<Usage, Problem> {
 fn cost(object: &Map<String, Value>) -> Result<Option<i64>, Problem> {
     match object.get("cost_usd") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Number(n)) => json_usd_nanos(n).map(Some).ok_or_else(|| {
-            Problem::new(
+        Some(Value::Number(n)) => match json_usd_nanos(n) {
+            Some(nanos) if nanos <= MAX_EVENT_COST_NANOS => Ok(Some(nanos)),
+            Some(_) => Err(Problem::new(
+                RejectCode::InvalidValue,
+                "cost_usd",
+                format!(
+                    "cost_usd is larger than {} US dollars",
+                    MAX_EVENT_COST_NANOS / crate::money::NANOS_PER_USD
+                ),
+            )),
+            None => Err(Problem::new(
                 RejectCode::InvalidValue,
                 "cost_usd",
                 "cost_usd must be a non-negative amount of US dollars",
-            )
-        }),
+            )),
+        },
         Some(_) => Err(Problem::new(
             RejectCode::InvalidType,
             "cost_usd",
@@ -553,17 +690,24 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn optional_u64(&self, name: &str) -> Result<Option<u64>, Problem> {
+    /// A non-negative integer no larger than `max`.
+    fn optional_count(&self, name: &str, max: u64) -> Result<Option<u64>, Problem> {
         let path = self.path(name);
         match self.object.get(name) {
             None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
-                Problem::new(
+            Some(Value::Number(n)) => match n.as_u64() {
+                Some(count) if count <= max => Ok(Some(count)),
+                Some(_) => Err(Problem::new(
+                    RejectCode::InvalidValue,
+                    &path,
+                    format!("{path} is larger than {max}"),
+                )),
+                None => Err(Problem::new(
                     RejectCode::InvalidValue,
                     &path,
                     format!("{path} must be a non-negative integer"),
-                )
-            }),
+                )),
+            },
             Some(_) => Err(Problem::new(
                 RejectCode::InvalidType,
                 &path,

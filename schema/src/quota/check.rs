@@ -1,7 +1,7 @@
 //! The quota decision: an account's usage, its effective limits and one request's estimate in,
 //! an answer out. Pure, so every replica answers the same from the same view.
 
-use super::records::{CounterRecord, WindowStarts, MINUTE_SLOTS};
+use super::records::{CounterRecord, Window, WindowStarts, MINUTE_SLOTS};
 use super::{Plan, QuotaConfig, Thresholds};
 use serde::Serialize;
 
@@ -134,16 +134,15 @@ impl Usage {
         let now_sec = now_ms.div_euclid(1000);
         let mut usage = Usage::default();
         for c in counters {
-            if c.day_start == w.day {
-                usage.day_tokens = usage.day_tokens.saturating_add(c.day_tokens);
-            }
-            if c.hour_start == w.hour {
-                usage.hour_tokens = usage.hour_tokens.saturating_add(c.hour_tokens);
-            }
-            if c.month_start == w.month {
-                usage.month_tokens = usage.month_tokens.saturating_add(c.month_tokens);
-                usage.month_cost_nanos = usage.month_cost_nanos.saturating_add(c.month_cost_nanos);
-            }
+            let (hour, day, month) = (
+                c.total(Window::Hour, w.hour),
+                c.total(Window::Day, w.day),
+                c.total(Window::Month, w.month),
+            );
+            usage.hour_tokens = usage.hour_tokens.saturating_add(hour.tokens);
+            usage.day_tokens = usage.day_tokens.saturating_add(day.tokens);
+            usage.month_tokens = usage.month_tokens.saturating_add(month.tokens);
+            usage.month_cost_nanos = usage.month_cost_nanos.saturating_add(month.cost_nanos);
             for slot in c.seconds.iter().filter(|s| s.sec > now_sec - MINUTE_SLOTS) {
                 usage.minute_requests = usage.minute_requests.saturating_add(slot.requests);
                 usage.minute_tokens = usage.minute_tokens.saturating_add(slot.tokens);

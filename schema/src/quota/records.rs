@@ -52,9 +52,52 @@ pub struct SecondSlot {
     pub tokens: u64,
 }
 
-/// One Kafka partition's share of an account's usage in its current windows. The partition's
-/// owner folds events into it (skipping what it already applied, like every rollup) and
-/// publishes it whole after each batch; an account's usage is the sum over partitions.
+/// Usage of one calendar window (hour, day or month), by its start in Unix seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WindowTotal {
+    pub start: i64,
+    pub tokens: i64,
+    /// Kept for months only (the cost limit is monthly).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub cost_nanos: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
+}
+
+/// How far past now a window may start and still be counted. Ingest accepts events up to
+/// 24 hours ahead (`max_future_hours`); 48 hours leave room for a larger setting while
+/// bounding each counter to 50 hours, 3 days and 2 months.
+pub const LOOKAHEAD_SECS: i64 = 48 * 3600;
+
+/// Which calendar window.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    Hour,
+    Day,
+    Month,
+}
+
+impl Window {
+    pub fn start(self, w: &WindowStarts) -> i64 {
+        match self {
+            Self::Hour => w.hour,
+            Self::Day => w.day,
+            Self::Month => w.month,
+        }
+    }
+}
+
+/// One Kafka partition's share of an account's usage in the windows that have not ended.
+/// The partition's owner folds events into it (skipping what it already applied, like every
+/// rollup) and publishes it whole after each batch; an account's usage is the sum over
+/// partitions.
+///
+/// Windows move with the clock, never with the data: an event counts in the window of its
+/// own time when that window contains now or lies ahead (a client clock running fast), and
+/// in no counter when its window has passed (it is in the rollups). A window ahead of now
+/// is summed only once the clock reaches it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CounterRecord {
     pub project_id: String,
@@ -62,14 +105,15 @@ pub struct CounterRecord {
     pub partition: i32,
     /// The last offset of `partition` folded into these counters.
     pub offset: u64,
-    pub day_start: i64,
-    pub day_tokens: i64,
-    pub month_start: i64,
-    pub month_tokens: i64,
-    pub month_cost_nanos: i64,
-    pub hour_start: i64,
-    pub hour_tokens: i64,
+    /// Hours, days and months that contain now or lie ahead, oldest first.
+    #[serde(default)]
+    pub hours: Vec<WindowTotal>,
+    #[serde(default)]
+    pub days: Vec<WindowTotal>,
+    #[serde(default)]
+    pub months: Vec<WindowTotal>,
     /// The seconds of the last minute that had requests or tokens, oldest first.
+    #[serde(default)]
     pub seconds: Vec<SecondSlot>,
 }
 
@@ -80,50 +124,83 @@ impl CounterRecord {
             account_id: account_id.to_owned(),
             partition,
             offset: 0,
-            day_start: 0,
-            day_tokens: 0,
-            month_start: 0,
-            month_tokens: 0,
-            month_cost_nanos: 0,
-            hour_start: 0,
-            hour_tokens: 0,
+            hours: Vec::new(),
+            days: Vec::new(),
+            months: Vec::new(),
             seconds: Vec::new(),
         }
     }
 
-    /// Adds one event's usage at `ts_ms`. A window the event is past starts over; an event of
-    /// an earlier window counts only there (it is in the rollups, not in the current window).
-    /// Minute slots take events within the last minute of `now_ms` (and not ahead of it by
-    /// more than a few seconds of clock skew).
+    fn windows(&self, window: Window) -> &[WindowTotal] {
+        match window {
+            Window::Hour => &self.hours,
+            Window::Day => &self.days,
+            Window::Month => &self.months,
+        }
+    }
+
+    /// The usage counted in the window that starts at `start` (zero when none was).
+    pub fn total(&self, window: Window, start: i64) -> WindowTotal {
+        self.windows(window)
+            .iter()
+            .find(|t| t.start == start)
+            .copied()
+            .unwrap_or(WindowTotal {
+                start,
+                ..WindowTotal::default()
+            })
+    }
+
+    /// Adds usage to the window that starts at `start`, unless that window has passed at
+    /// `now_ms` or starts beyond the lookahead.
+    pub fn add_to_window(
+        &mut self,
+        window: Window,
+        start: i64,
+        tokens: i64,
+        cost_nanos: i64,
+        now_ms: i64,
+    ) {
+        let current = window.start(&WindowStarts::at(now_ms));
+        if start < current || start > now_ms.div_euclid(1000) + LOOKAHEAD_SECS {
+            return;
+        }
+        let windows = match window {
+            Window::Hour => &mut self.hours,
+            Window::Day => &mut self.days,
+            Window::Month => &mut self.months,
+        };
+        let i = match windows.binary_search_by_key(&start, |t| t.start) {
+            Ok(i) => i,
+            Err(i) => {
+                windows.insert(
+                    i,
+                    WindowTotal {
+                        start,
+                        ..WindowTotal::default()
+                    },
+                );
+                i
+            }
+        };
+        windows[i].tokens = windows[i].tokens.saturating_add(tokens);
+        windows[i].cost_nanos = windows[i].cost_nanos.saturating_add(cost_nanos);
+    }
+
+    /// Adds one event's usage at `ts_ms`, seen at `now_ms`; windows that passed are dropped
+    /// first. Minute slots take events within the last minute of `now_ms` (and not ahead of
+    /// it by more than a few seconds of clock skew).
     pub fn add(&mut self, ts_ms: i64, tokens: i64, cost_nanos: i64, requests: u64, now_ms: i64) {
-        let w = WindowStarts::at(ts_ms);
-        roll(
-            &mut self.day_start,
-            w.day,
-            &mut [&mut self.day_tokens],
-            tokens,
-        );
-        roll(
-            &mut self.hour_start,
-            w.hour,
-            &mut [&mut self.hour_tokens],
-            tokens,
-        );
-        if w.month > self.month_start {
-            self.month_start = w.month;
-            self.month_tokens = 0;
-            self.month_cost_nanos = 0;
-        }
-        if w.month == self.month_start {
-            self.month_tokens = self.month_tokens.saturating_add(tokens);
-            self.month_cost_nanos = self.month_cost_nanos.saturating_add(cost_nanos);
-        }
+        self.expire(now_ms);
+        let at = WindowStarts::at(ts_ms);
+        self.add_to_window(Window::Hour, at.hour, tokens, 0, now_ms);
+        self.add_to_window(Window::Day, at.day, tokens, 0, now_ms);
+        self.add_to_window(Window::Month, at.month, tokens, cost_nanos, now_ms);
         let sec = ts_ms.div_euclid(1000);
         let now = now_ms.div_euclid(1000);
         if sec > now - MINUTE_SLOTS && sec <= now + 5 {
             self.add_slot(sec, requests, u64::try_from(tokens).unwrap_or(0));
         }
-        self.trim(now);
     }
 
     fn add_slot(&mut self, sec: i64, requests: u64, tokens: u64) {
@@ -143,8 +220,13 @@ impl CounterRecord {
         }
     }
 
-    /// Drops minute slots that fell out of the last minute.
-    pub fn trim(&mut self, now_sec: i64) {
+    /// Drops windows that ended and minute slots that fell out of the last minute.
+    pub fn expire(&mut self, now_ms: i64) {
+        let w = WindowStarts::at(now_ms);
+        self.hours.retain(|t| t.start >= w.hour);
+        self.days.retain(|t| t.start >= w.day);
+        self.months.retain(|t| t.start >= w.month);
+        let now_sec = now_ms.div_euclid(1000);
         self.seconds.retain(|s| s.sec > now_sec - MINUTE_SLOTS);
     }
 
@@ -152,20 +234,6 @@ impl CounterRecord {
     pub fn key(&self) -> String {
         serde_json::json!(["counters", self.project_id, self.account_id, self.partition])
             .to_string()
-    }
-}
-
-fn roll(start: &mut i64, window: i64, counters: &mut [&mut i64], amount: i64) {
-    if window > *start {
-        *start = window;
-        for c in counters.iter_mut() {
-            **c = 0;
-        }
-    }
-    if window == *start {
-        for c in counters.iter_mut() {
-            **c = c.saturating_add(amount);
-        }
     }
 }
 

@@ -233,3 +233,42 @@ fn records_round_trip_with_distinct_keys() {
         settings
     );
 }
+
+#[test]
+fn windows_move_with_the_clock_not_with_event_times() {
+    let now = ms(2026, 11, 22, 10, 0, 30);
+    let mut c = CounterRecord::new("p", "a", 0);
+    c.add(now - 1_000, 1000, 10, 1, now);
+    // A client clock 23 hours fast: tomorrow's event waits in tomorrow's windows.
+    let ahead = ms(2026, 11, 23, 9, 0, 0);
+    c.add(ahead, 5000, 50, 1, now);
+    let usage = Usage::sum([&c], now);
+    assert_eq!(
+        (usage.day_tokens, usage.hour_tokens, usage.month_tokens),
+        (1000, 1000, 6000),
+        "the month holds both; today and this hour only today's"
+    );
+    c.add(now + 2_000, 500, 5, 1, now + 2_000);
+    assert_eq!(Usage::sum([&c], now + 2_000).day_tokens, 1500);
+    // Once the clock reaches tomorrow, the early event is there and today's are gone.
+    let tomorrow = Usage::sum([&c], ahead + 1);
+    assert_eq!((tomorrow.day_tokens, tomorrow.hour_tokens), (5000, 5000));
+    assert_eq!(tomorrow.month_cost_nanos, 65);
+    // Windows that passed are dropped when the counter next moves; the lookahead is bounded.
+    c.add(
+        ms(2026, 11, 30, 0, 0, 0),
+        1,
+        0,
+        0,
+        ms(2026, 11, 25, 0, 0, 0),
+    );
+    assert!(c
+        .days
+        .iter()
+        .all(|d| d.start >= ms(2026, 11, 25, 0, 0, 0) / 1000));
+    assert!(
+        c.days.is_empty(),
+        "5 days ahead is past the lookahead: {:?}",
+        c.days
+    );
+}

@@ -270,3 +270,105 @@ fn envelope_errors_fail_the_request() {
         assert_eq!(kind, expected, "{}", String::from_utf8_lossy(body));
     }
 }
+
+fn nested(depth: usize) -> Value {
+    serde_json::from_str(&format!("{}1{}", "[".repeat(depth), "]".repeat(depth))).expect("JSON")
+}
+
+#[test]
+fn content_is_kept_as_sent_up_to_the_depth_limit() {
+    let limits = Limits::default();
+    let text = r#"{"b": [1, 2.50, "\u00e9"], "a": {}}"#;
+    let body = format!(
+        r#"{{"batch": [{}]}}"#,
+        good_event()
+            .to_string()
+            .replacen('{', &format!(r#"{{"content": {text},"#), 1)
+    );
+    let parsed = parse_batch(body.as_bytes(), &limits, now()).expect("batch");
+    let content = parsed.events[0].content.as_ref().expect("content");
+    assert_eq!(
+        content.get(),
+        text,
+        "the client's text, not a re-serialization"
+    );
+
+    let deepest = parse(vec![with("content", nested(limits.max_content_depth))]);
+    assert_eq!(deepest.events.len(), 1, "{:?}", deepest.rejected);
+    for depth in [limits.max_content_depth + 1, 126, 5000] {
+        let mut event = good_event();
+        event["content"] = json!(null);
+        let body = format!(
+            r#"{{"batch": [{}]}}"#,
+            event.to_string().replace(
+                r#""content":null"#,
+                &format!(r#""content":{}1{}"#, "[".repeat(depth), "]".repeat(depth))
+            )
+        );
+        let parsed = parse_batch(body.as_bytes(), &limits, now()).expect("batch");
+        let rejection = &parsed.rejected[0];
+        assert_eq!(
+            rejection.code,
+            RejectCode::TooDeep,
+            "{depth}: {rejection:?}"
+        );
+        assert_eq!(rejection.field.as_deref(), Some("content"));
+        assert!(
+            rejection.message.contains(&depth.to_string()),
+            "{rejection:?}"
+        );
+    }
+}
+
+#[test]
+fn json_depth_counts_nesting_outside_strings() {
+    assert_eq!(json_depth("1"), 0);
+    assert_eq!(json_depth(r#""[[[""#), 0);
+    assert_eq!(json_depth(r#"[{"a": [1, "]]]\"[["]}, []]"#), 3);
+    assert_eq!(
+        json_depth(&format!("{}{}", "[".repeat(40), "]".repeat(40))),
+        40
+    );
+}
+
+#[test]
+fn numbers_past_their_maxima_are_refused_naming_the_field() {
+    let limits = Limits::default();
+    let mut usage = good_event();
+    usage["usage"]["output_tokens"] = json!(limits.max_tokens + 1);
+    let rejection = only_rejection(usage);
+    assert_eq!(
+        (rejection.code, rejection.field.as_deref()),
+        (RejectCode::InvalidValue, Some("usage.output_tokens"))
+    );
+    let rejection = only_rejection(with("duration_ms", json!(limits.max_duration_ms + 1)));
+    assert_eq!(rejection.field.as_deref(), Some("duration_ms"));
+    let rejection = only_rejection(with("time_to_first_token_ms", json!(u64::MAX)));
+    assert_eq!(rejection.field.as_deref(), Some("time_to_first_token_ms"));
+    let rejection = only_rejection(with("cost_usd", json!(1_000_000.01)));
+    assert_eq!(rejection.field.as_deref(), Some("cost_usd"));
+
+    let mut at_max = with("duration_ms", json!(limits.max_duration_ms));
+    at_max["usage"] =
+        json!({"input_tokens": limits.max_tokens, "output_tokens": limits.max_tokens});
+    at_max["cost_usd"] = json!(1_000_000);
+    let parsed = parse(vec![at_max]);
+    assert!(parsed.rejected.is_empty(), "{:?}", parsed.rejected);
+    assert_eq!(
+        parsed.events[0].provided_cost_nanos,
+        Some(MAX_EVENT_COST_NANOS)
+    );
+}
+
+#[test]
+fn a_field_that_cannot_be_read_is_named() {
+    let body = format!(
+        r#"{{"batch": [{}]}}"#,
+        with("attributes", json!({"n": 1}))
+            .to_string()
+            .replace(r#""n":1"#, r#""n":1e400"#)
+    );
+    let parsed = parse_batch(body.as_bytes(), &Limits::default(), now()).expect("batch");
+    assert_eq!(parsed.rejected[0].field.as_deref(), Some("attributes"));
+    assert_eq!(parsed.rejected[0].code, RejectCode::InvalidValue);
+}

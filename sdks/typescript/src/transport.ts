@@ -60,6 +60,7 @@ export type RejectionCode =
   | "event_too_large"
   | "timestamp_in_future"
   | "timestamp_too_old"
+  | "too_deep"
   | (string & {});
 
 /** One event the server (or the client, for `event_too_large`) refused. */

@@ -1,0 +1,84 @@
+//! When ClickHouse refuses a batch for good, find the records behind it and fold the rest.
+//!
+//! The batch is split in halves, in Kafka order, and each half applied again; a half that is
+//! refused is split further, until single records remain. A single record that is refused
+//! goes to the dead-letter topic with ClickHouse's reason and is counted in
+//! `tally_aggregator_records_total{outcome="rejected"}`. Everything else folds as usual, so
+//! one bad input costs about 2·log2(batch) extra round trips and never stops the partition.
+//!
+//! Before each try the fold's cached rows are dropped (a refused write may have left the
+//! effect of its records in them) and reloaded from ClickHouse; the per-row offsets then
+//! apply each record exactly once, as after a crash.
+
+use super::{decode, Aggregator, CallError, Decoded, Phase};
+use crate::fold::Record;
+use rdkafka::message::{Message, OwnedMessage};
+use std::collections::{HashMap, VecDeque};
+
+impl Aggregator {
+    /// Applies `records`; records ClickHouse refuses are dead-lettered one by one.
+    pub(super) async fn apply_isolating(
+        &mut self,
+        records: Vec<Record>,
+        messages: &[OwnedMessage],
+        phase: &mut Phase,
+    ) -> anyhow::Result<()> {
+        let positions: Vec<(i32, u64)> = records.iter().map(|r| (r.partition, r.offset)).collect();
+        let err = match self.apply(records, phase).await {
+            Ok(()) => return Ok(()),
+            Err(CallError::Stopped(err)) => return Err(err),
+            Err(CallError::Rejected { what, source }) => format!("{what}: {source}"),
+        };
+        tracing::warn!(records = positions.len(), %err, "clickhouse refused a batch; isolating its records");
+        let by_position: HashMap<(i32, i64), &OwnedMessage> = messages
+            .iter()
+            .map(|m| ((m.partition(), m.offset()), m))
+            .collect();
+        let mut pending: VecDeque<&[(i32, u64)]> = VecDeque::new();
+        let (left, right) = positions.split_at(positions.len() / 2);
+        pending.extend([left, right]);
+        while let Some(part) = pending.pop_front() {
+            if part.is_empty() {
+                continue;
+            }
+            self.folder.forget_rows();
+            let records = part
+                .iter()
+                .filter_map(|&(partition, offset)| {
+                    let message = by_position.get(&(partition, i64::try_from(offset).ok()?))?;
+                    match decode(message) {
+                        Ok(Decoded::Event(envelope)) => Some(Record {
+                            partition,
+                            offset,
+                            envelope: *envelope,
+                        }),
+                        _ => None,
+                    }
+                })
+                .collect();
+            match self.apply(records, phase).await {
+                Ok(()) => {}
+                Err(CallError::Stopped(err)) => return Err(err),
+                Err(CallError::Rejected { what, source }) => {
+                    let reason = format!("clickhouse refused it ({what}): {source}");
+                    if let [(partition, offset)] = part {
+                        if let Some(message) = i64::try_from(*offset)
+                            .ok()
+                            .and_then(|o| by_position.get(&(*partition, o)))
+                        {
+                            self.dead_letter(message, &reason).await?;
+                            self.metrics.records.with_label_values(&["rejected"]).inc();
+                        }
+                    } else {
+                        let (left, right) = part.split_at(part.len() / 2);
+                        pending.push_front(right);
+                        pending.push_front(left);
+                    }
+                }
+            }
+        }
+        // Rows cached from the last refused try may hold effects that were never written.
+        self.folder.forget_rows();
+        Ok(())
+    }
+}
