@@ -109,10 +109,19 @@ impl ResponseError for ApiError {
 impl From<clickhouse::error::Error> for ApiError {
     fn from(err: clickhouse::error::Error) -> Self {
         match err {
-            clickhouse::error::Error::Network(_) => Self::Unavailable {
-                what: "ClickHouse",
-                retry_after_secs: 5,
-            },
+            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
+                Self::Unavailable {
+                    what: "ClickHouse",
+                    retry_after_secs: 5,
+                }
+            }
+            // TIMEOUT_EXCEEDED: the read ran past `max_execution_time`.
+            clickhouse::error::Error::BadResponse(text) if text.starts_with("Code: 159") => {
+                Self::Unavailable {
+                    what: "ClickHouse",
+                    retry_after_secs: 5,
+                }
+            }
             other => Self::Internal(other.to_string()),
         }
     }

@@ -19,7 +19,7 @@ struct Cli {
     /// The TOML configuration file.
     #[arg(long, short, env = "TALLY_CONFIG")]
     config: Option<PathBuf>,
-    /// Print the configuration in effect (keys are hashes) and exit.
+    /// Print the configuration in effect (keys are hashes, passwords hidden) and exit.
     #[arg(long)]
     print_config: bool,
 }
@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     let _telemetry = tally_runtime::logging::init_service("tally-ingest");
     let config: IngestConfig = tally_runtime::config::load(cli.config.as_deref())?;
     if cli.print_config {
-        println!("{}", toml_like(&config));
+        println!("{}", printable(&config));
         return Ok(());
     }
     // The quota topic must be compacted; creating it here keeps a broker's auto-creation from
@@ -49,6 +49,48 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn toml_like(config: &IngestConfig) -> String {
-    serde_json::to_string_pretty(config).unwrap_or_default()
+/// Fields whose values `--print-config` never shows.
+const SECRET_FIELDS: [&str; 3] = ["password", "secret", "token"];
+
+/// The configuration as JSON, with every non-empty secret replaced by `"(hidden)"`.
+fn printable(config: &IngestConfig) -> String {
+    let mut value = serde_json::to_value(config).unwrap_or_default();
+    hide_secrets(&mut value);
+    serde_json::to_string_pretty(&value).unwrap_or_default()
+}
+
+fn hide_secrets(value: &mut serde_json::Value) {
+    match value {
+        serde_json::Value::Object(map) => {
+            for (key, inner) in map.iter_mut() {
+                if SECRET_FIELDS.contains(&key.as_str())
+                    && inner.as_str().is_some_and(|s| !s.is_empty())
+                {
+                    *inner = serde_json::Value::from("(hidden)");
+                } else {
+                    hide_secrets(inner);
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(hide_secrets),
+        _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn print_config_hides_the_clickhouse_password() {
+        let mut config = IngestConfig::default();
+        config.clickhouse.password = "s3cr3t-value".into();
+        let printed = printable(&config);
+        assert!(!printed.contains("s3cr3t-value"), "{printed}");
+        assert!(printed.contains("\"password\": \"(hidden)\""), "{printed}");
+        assert!(
+            printed.contains("\"database\""),
+            "the rest is shown: {printed}"
+        );
+    }
 }

@@ -19,6 +19,10 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
+/// Longest a read query may run in ClickHouse (`max_execution_time`), in seconds; past it
+/// the read answers 503.
+pub const READ_MAX_EXECUTION_SECS: u32 = 30;
+
 /// Everything a handler needs, shared by all workers.
 pub struct AppState {
     pub config: IngestConfig,
@@ -49,7 +53,11 @@ impl AppState {
         Ok(Self {
             quota,
             keys: KeyRing::new(&config.projects)?,
-            clickhouse: config.clickhouse.client(),
+            // No read may hold a ClickHouse thread longer than this, whatever it asks.
+            clickhouse: config
+                .clickhouse
+                .client()
+                .with_setting("max_execution_time", READ_MAX_EXECUTION_SECS.to_string()),
             limiter: RateLimiter::new(config.rate_limit.clone()),
             sink,
             metrics: Metrics::new(),
