@@ -129,8 +129,8 @@ fn check_contract(batch: &[Value]) {
         );
     }
     for event in parsed.events {
-        // Through its wire text, as a resend would go: `content` is kept as text, so the
-        // round trip is exact.
+        // Through its wire text, as a resend would go: `content` is kept as text and numbers
+        // are read back exactly (serde_json's `float_roundtrip`), so the round trip is exact.
         let wire = serde_json::to_string(&event).expect("serializes");
         let body = format!("{{\"batch\":[{wire}]}}");
         let again = parse_batch(body.as_bytes(), &limits, now()).expect("a batch");
