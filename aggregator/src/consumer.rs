@@ -14,7 +14,6 @@ use rdkafka::message::Headers;
 use rdkafka::message::{Message, OwnedMessage};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, BTreeSet};
-use std::future::Future;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tally_quota::Publisher;
@@ -25,6 +24,9 @@ use tally_schema::rollups::Granularity;
 use tokio::sync::watch;
 
 mod isolate;
+mod retry;
+
+pub use retry::CallError;
 
 /// Partition assignments seen by librdkafka, applied by the loop between batches.
 #[derive(Debug)]
@@ -515,65 +517,6 @@ impl Aggregator {
         }
         Ok(())
     }
-
-    /// Retries a ClickHouse call with exponential backoff until it succeeds, ClickHouse
-    /// refuses it for good ([`crate::store::is_permanent`]), or shutdown.
-    async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, CallError>
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T, clickhouse::error::Error>>,
-    {
-        let mut backoff = Duration::from_millis(100);
-        let max_backoff = Duration::from_millis(self.config.max_retry_backoff_ms);
-        loop {
-            match call().await {
-                Ok(value) => {
-                    self.metrics
-                        .writing
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(value);
-                }
-                Err(err) if crate::store::is_permanent(&err) => {
-                    self.metrics.write_failures.inc();
-                    tracing::warn!(%err, what, "clickhouse refused the call");
-                    return Err(CallError::Rejected {
-                        what: what.to_owned(),
-                        source: err,
-                    });
-                }
-                Err(err) => {
-                    self.metrics.write_failures.inc();
-                    self.metrics
-                        .writing
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(%err, what, retry_in_ms = backoff.as_millis() as u64, "clickhouse call failed");
-                    if self.stopping() {
-                        return Err(CallError::Stopped(anyhow::anyhow!(
-                            "{what} failed at shutdown: {err}"
-                        )));
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(max_backoff);
-                }
-            }
-        }
-    }
-}
-
-/// Why a ClickHouse call gave up.
-#[derive(Debug, thiserror::Error)]
-pub enum CallError {
-    /// ClickHouse refused the statement or its data; retrying cannot help, so the records
-    /// behind it are isolated and dead-lettered (see [`isolate`]).
-    #[error("{what}: clickhouse refused it: {source}")]
-    Rejected {
-        what: String,
-        #[source]
-        source: clickhouse::error::Error,
-    },
-    /// Shutdown came while retrying, or Kafka failed: the batch stays uncommitted.
-    #[error(transparent)]
-    Stopped(anyhow::Error),
 }
 
 /// Times the phases of one batch into `tally_aggregator_batch_phase_duration_seconds`.

@@ -3,6 +3,7 @@
 use crate::fold::FoldOutput;
 use clickhouse::Row;
 use serde::Deserialize;
+use tally_runtime::clickhouse::exception_code;
 use tally_schema::queries;
 use tally_schema::rollups::{Granularity, ToolRow, UsageRow};
 use tally_schema::rows::{EventRow, SessionRow};
@@ -252,20 +253,10 @@ const PERMANENT_CODES: &[u32] = &[
 pub fn is_permanent(err: &clickhouse::error::Error) -> bool {
     use clickhouse::error::Error;
     match err {
-        Error::BadResponse(text) => {
-            exception_code(text).is_some_and(|c| PERMANENT_CODES.contains(&c))
-        }
+        Error::BadResponse(_) => exception_code(err).is_some_and(|c| PERMANENT_CODES.contains(&c)),
         Error::Custom(_) | Error::SequenceMustHaveLength | Error::DataFormat(_) => true,
         _ => false,
     }
-}
-
-/// The code of a ClickHouse exception text (`Code: 62, e.displayText() = …` on 18.16,
-/// `Code: 62. DB::Exception: …` on current versions).
-fn exception_code(text: &str) -> Option<u32> {
-    let rest = &text[text.find("Code: ")? + "Code: ".len()..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
 }
 
 async fn insert_all<T>(

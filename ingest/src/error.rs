@@ -106,23 +106,23 @@ impl ResponseError for ApiError {
     }
 }
 
+/// TIMEOUT_EXCEEDED: a read ran past `max_execution_time`.
+const CLICKHOUSE_TIMEOUT_EXCEEDED: u32 = 159;
+
 impl From<clickhouse::error::Error> for ApiError {
     fn from(err: clickhouse::error::Error) -> Self {
-        match err {
-            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut => {
-                Self::Unavailable {
-                    what: "ClickHouse",
-                    retry_after_secs: 5,
-                }
+        let unavailable = matches!(
+            err,
+            clickhouse::error::Error::Network(_) | clickhouse::error::Error::TimedOut
+        ) || tally_runtime::clickhouse::exception_code(&err)
+            == Some(CLICKHOUSE_TIMEOUT_EXCEEDED);
+        if unavailable {
+            Self::Unavailable {
+                what: "ClickHouse",
+                retry_after_secs: 5,
             }
-            // TIMEOUT_EXCEEDED: the read ran past `max_execution_time`.
-            clickhouse::error::Error::BadResponse(text) if text.starts_with("Code: 159") => {
-                Self::Unavailable {
-                    what: "ClickHouse",
-                    retry_after_secs: 5,
-                }
-            }
-            other => Self::Internal(other.to_string()),
+        } else {
+            Self::Internal(err.to_string())
         }
     }
 }

@@ -68,9 +68,31 @@ pub fn major_version(version: &str) -> Option<u32> {
     version.split('.').next()?.parse().ok()
 }
 
+/// The exception code of a ClickHouse error answer (`Code: 62, e.displayText() = …` on
+/// 18.16, `Code: 62. DB::Exception: …` on current versions); `None` for any other error.
+pub fn exception_code(err: &clickhouse::error::Error) -> Option<u32> {
+    let clickhouse::error::Error::BadResponse(text) = err else {
+        return None;
+    };
+    let rest = &text[text.find("Code: ")? + "Code: ".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exception_codes_of_old_and_new_servers() {
+        let answer = |text: &str| clickhouse::error::Error::BadResponse(text.into());
+        let old = "Code: 62, e.displayText() = DB::Exception: Syntax error";
+        assert_eq!(exception_code(&answer(old)), Some(62));
+        let new = "Code: 159. DB::Exception: Timeout exceeded. (TIMEOUT_EXCEEDED)";
+        assert_eq!(exception_code(&answer(new)), Some(159));
+        assert_eq!(exception_code(&answer("502 Bad Gateway")), None);
+        assert_eq!(exception_code(&clickhouse::error::Error::TimedOut), None);
+    }
 
     #[test]
     fn validation_follows_the_server_version() {

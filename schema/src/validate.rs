@@ -3,7 +3,7 @@
 //! A bad envelope fails the whole request ([`BatchError`]); a bad event becomes a
 //! [`Rejection`] naming its field and reason, and the rest of the batch goes on.
 
-use crate::event::{ErrorInfo, Event, EventType, JsonText, Status, Timestamp, Tool, Usage};
+use crate::event::{ErrorInfo, Event, EventType, Status, Timestamp, Tool, Usage};
 use crate::money::json_usd_nanos;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -11,50 +11,14 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 use std::collections::{BTreeMap, HashSet};
 
-/// Limits on what one batch and one event may hold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct Limits {
-    /// Most events in one batch; more is refused with 413.
-    pub max_batch_events: usize,
-    /// Largest serialized size of one event, in bytes; larger events are rejected one by one.
-    pub max_event_bytes: usize,
-    /// Longest id, name or other short string field, in characters.
-    pub max_string_chars: usize,
-    /// Most entries in `attributes`.
-    pub max_attributes: usize,
-    /// How far in the future a timestamp may be, in hours.
-    pub max_future_hours: i64,
-    /// How far in the past a timestamp may be, in days (the raw-event retention).
-    pub max_age_days: i64,
-    /// Deepest nesting of arrays and objects in `content` (`[[1]]` is 2 deep).
-    pub max_content_depth: usize,
-    /// Largest token count in any `usage` field of one event.
-    pub max_tokens: u64,
-    /// Largest `duration_ms` and `time_to_first_token_ms` (10^9 ms is about 11.5 days).
-    pub max_duration_ms: u64,
-}
+mod content;
+mod fields;
+mod limits;
 
-/// Largest `cost_usd` of one event: one million US dollars, in nano-USD. With the token and
-/// duration maxima it keeps one event's contribution to any sum far inside 64 bits; sums of
-/// many events saturate instead of wrapping.
-pub const MAX_EVENT_COST_NANOS: i64 = 1_000_000 * crate::money::NANOS_PER_USD;
-
-impl Default for Limits {
-    fn default() -> Self {
-        Self {
-            max_batch_events: 1000,
-            max_event_bytes: 256 * 1024,
-            max_string_chars: 128,
-            max_attributes: 64,
-            max_future_hours: 24,
-            max_age_days: 90,
-            max_content_depth: 32,
-            max_tokens: 1_000_000_000_000,
-            max_duration_ms: 1_000_000_000,
-        }
-    }
-}
+pub use content::json_depth;
+use content::{content, content_text};
+use fields::Fields;
+pub use limits::{Limits, MAX_EVENT_COST_NANOS};
 
 /// Why an event was not accepted. The codes are part of the wire contract.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -206,7 +170,7 @@ fn validate_raw_event(
     };
     // Fields are read as raw text first: `content` stays text (any depth within the limit),
     // the others are parsed one by one, so a failure names its field.
-    let fields: BTreeMap<String, Box<RawValue>> = match serde_json::from_str(raw.get()) {
+    let fields: BTreeMap<String, &RawValue> = match serde_json::from_str(raw.get()) {
         Ok(fields) => fields,
         Err(err) if err.is_data() => {
             return Err(Rejection {
@@ -263,72 +227,6 @@ fn validate_raw_event(
     let mut event = validate_event(&object, limits, now).map_err(&reject)?;
     event.content = content;
     Ok(event)
-}
-
-/// `content` kept as the client's text, once its nesting is within the limit.
-fn content_text(raw: Box<RawValue>, limits: &Limits) -> Result<JsonText, Problem> {
-    let depth = json_depth(raw.get());
-    if depth > limits.max_content_depth {
-        return Err(too_deep(depth, limits));
-    }
-    Ok(JsonText::from_raw(raw))
-}
-
-fn too_deep(depth: usize, limits: &Limits) -> Problem {
-    Problem::new(
-        RejectCode::TooDeep,
-        "content",
-        format!(
-            "content nests {depth} levels deep; at most {} are allowed",
-            limits.max_content_depth
-        ),
-    )
-}
-
-/// How deeply arrays and objects nest in a valid JSON text (a scalar is 0 deep).
-pub fn json_depth(text: &str) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for byte in text.bytes() {
-        if in_string {
-            match byte {
-                _ if escaped => escaped = false,
-                b'\\' => escaped = true,
-                b'"' => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match byte {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                deepest = deepest.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    deepest
-}
-
-fn value_depth(value: &Value) -> usize {
-    // Iterative, so a value of any depth is measured without recursion.
-    let mut deepest = 0;
-    let mut stack = vec![(value, 1usize)];
-    while let Some((value, level)) = stack.pop() {
-        match value {
-            Value::Array(items) => {
-                deepest = deepest.max(level);
-                stack.extend(items.iter().map(|v| (v, level + 1)));
-            }
-            Value::Object(map) => {
-                deepest = deepest.max(level);
-                stack.extend(map.values().map(|v| (v, level + 1)));
-            }
-            _ => {}
-        }
-    }
-    deepest
 }
 
 /// What is wrong with one event, before it is tied to its index in the batch.
@@ -464,19 +362,6 @@ pub fn validate_event(
         content: content(object, limits)?,
         attributes: attributes(object, limits)?,
     })
-}
-
-fn content(object: &Map<String, Value>, limits: &Limits) -> Result<Option<JsonText>, Problem> {
-    match object.get("content") {
-        None | Some(Value::Null) => Ok(None),
-        Some(value) => {
-            let depth = value_depth(value);
-            if depth > limits.max_content_depth {
-                return Err(too_deep(depth, limits));
-            }
-            Ok(Some(JsonText::from_value(value)))
-        }
-    }
 }
 
 fn timestamp(text: &str, limits: &Limits, now: DateTime<Utc>) -> Result<Timestamp, Problem> {
@@ -637,103 +522,6 @@ fn attributes(
         out.insert(key.clone(), value.clone());
     }
     Ok(out)
-}
-
-/// Typed access to an event's (or a nested object's) fields, with errors that name them.
-struct Fields<'a> {
-    object: &'a Map<String, Value>,
-    limits: &'a Limits,
-    prefix: &'a str,
-}
-
-impl<'a> Fields<'a> {
-    fn path(&self, name: &str) -> String {
-        if self.prefix.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{}.{name}", self.prefix)
-        }
-    }
-
-    fn required_str(&self, name: &str) -> Result<String, Problem> {
-        self.optional_str(name)?.ok_or_else(|| {
-            let path = self.path(name);
-            Problem::new(
-                RejectCode::MissingField,
-                &path,
-                format!("{path} is required"),
-            )
-        })
-    }
-
-    /// A short string (id, name): absent, null and "" all read as `None`.
-    fn optional_str(&self, name: &str) -> Result<Option<String>, Problem> {
-        self.optional_text(name, self.limits.max_string_chars)
-    }
-
-    fn optional_text(&self, name: &str, max_chars: usize) -> Result<Option<String>, Problem> {
-        let path = self.path(name);
-        match self.object.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::String(s)) if s.is_empty() => Ok(None),
-            Some(Value::String(s)) if s.chars().count() > max_chars => Err(Problem::new(
-                RejectCode::TooLong,
-                &path,
-                format!("{path} is longer than {max_chars} characters"),
-            )),
-            Some(Value::String(s)) => Ok(Some(s.clone())),
-            Some(_) => Err(Problem::new(
-                RejectCode::InvalidType,
-                &path,
-                format!("{path} must be a string"),
-            )),
-        }
-    }
-
-    /// A non-negative integer no larger than `max`.
-    fn optional_count(&self, name: &str, max: u64) -> Result<Option<u64>, Problem> {
-        let path = self.path(name);
-        match self.object.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Number(n)) => match n.as_u64() {
-                Some(count) if count <= max => Ok(Some(count)),
-                Some(_) => Err(Problem::new(
-                    RejectCode::InvalidValue,
-                    &path,
-                    format!("{path} is larger than {max}"),
-                )),
-                None => Err(Problem::new(
-                    RejectCode::InvalidValue,
-                    &path,
-                    format!("{path} must be a non-negative integer"),
-                )),
-            },
-            Some(_) => Err(Problem::new(
-                RejectCode::InvalidType,
-                &path,
-                format!("{path} must be a number"),
-            )),
-        }
-    }
-
-    fn optional_object(&self, name: &'a str) -> Result<Option<Fields<'a>>, Problem> {
-        match self.object.get(name) {
-            None | Some(Value::Null) => Ok(None),
-            Some(Value::Object(inner)) => Ok(Some(Fields {
-                object: inner,
-                limits: self.limits,
-                prefix: name,
-            })),
-            Some(_) => {
-                let path = self.path(name);
-                Err(Problem::new(
-                    RejectCode::InvalidType,
-                    &path,
-                    format!("{path} must be an object"),
-                ))
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -241,6 +241,51 @@ impl TestEnv {
             .expect("request is answered")
     }
 
+    /// The aggregator's Prometheus exposition.
+    pub async fn aggregator_metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.aggregator_url))
+            .send()
+            .await
+            .expect("metrics answered")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
+    /// The records on the dead-letter topic as `(payload, tally-reason)`, once `count` are
+    /// there or 90 s passed.
+    pub fn dead_letters(&self, count: usize) -> Vec<(String, String)> {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        use rdkafka::message::{Headers, Message};
+        let consumer: BaseConsumer = self
+            .kafka
+            .client_config()
+            .set("group.id", format!("dlq-reader-{}", uuid::Uuid::new_v4()))
+            .set("auto.offset.reset", "earliest")
+            .create()
+            .expect("consumer");
+        consumer
+            .subscribe(&[&self.kafka.dead_letter_topic])
+            .expect("subscribe");
+        let text = |bytes: Option<&[u8]>| {
+            bytes
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+                .unwrap_or_default()
+        };
+        let mut found = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while found.len() < count && Instant::now() < deadline {
+            if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
+                let reason = message
+                    .headers()
+                    .and_then(|h| h.iter().find(|h| h.key == "tally-reason")?.value);
+                found.push((text(message.payload()), text(reason)));
+            }
+        }
+        found
+    }
+
     /// `GET` a path with `key`; returns the status and the JSON body.
     pub async fn get(&self, key: &str, path: &str) -> (u16, Value) {
         let response = self

@@ -2,10 +2,8 @@
 //! records around it are folded as usual.
 
 use chrono::{Duration as ChronoDuration, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tally_tests::workload::{batch_body, Workload};
 use tally_tests::TestEnv;
 
@@ -51,38 +49,7 @@ async fn poison_is_dead_lettered_and_folding_goes_on() {
     )
     .await;
 
-    let consumer: BaseConsumer = env
-        .kafka
-        .client_config()
-        .set("group.id", format!("dlq-reader-{}", uuid::Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    consumer
-        .subscribe(&[&env.kafka.dead_letter_topic])
-        .expect("subscribe");
-    let mut found = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while found.len() < 2 && Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
-            let reason = message
-                .headers()
-                .and_then(|h| {
-                    h.iter()
-                        .find(|h| h.key == "tally-reason")
-                        .and_then(|h| h.value)
-                        .map(|v| String::from_utf8_lossy(v).into_owned())
-                })
-                .unwrap_or_default();
-            found.push((
-                message
-                    .payload()
-                    .map(|p| String::from_utf8_lossy(p).into_owned())
-                    .unwrap_or_default(),
-                reason,
-            ));
-        }
-    }
+    let found = env.dead_letters(2);
     assert_eq!(
         found.len(),
         2,
@@ -96,13 +63,7 @@ async fn poison_is_dead_lettered_and_folding_goes_on() {
     );
     assert_eq!(found[1].1, "unknown envelope version 99");
 
-    let metrics = env
-        .http
-        .get(format!("{}/metrics", env.aggregator_url))
-        .send()
-        .await
-        .expect("metrics");
-    let text = metrics.text().await.expect("text");
+    let text = env.aggregator_metrics().await;
     assert!(
         text.contains("tally_aggregator_records_total{outcome=\"dead_lettered\"} 2"),
         "{text}"

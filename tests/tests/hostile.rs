@@ -7,8 +7,6 @@
 //! Needs the local stack (`make test` starts it).
 
 use chrono::{DateTime, Duration as ChronoDuration, DurationRound, SecondsFormat, Utc};
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -120,34 +118,6 @@ async fn wait_day_used(env: &TestEnv, account: &str, used: u64) {
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-}
-
-/// Reasons on the dead-letter topic, once `count` arrived.
-fn dead_letter_reasons(env: &TestEnv, count: usize) -> Vec<String> {
-    let consumer: BaseConsumer = env
-        .kafka
-        .client_config()
-        .set("group.id", format!("dlq-reader-{}", uuid::Uuid::new_v4()))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .expect("consumer");
-    consumer
-        .subscribe(&[&env.kafka.dead_letter_topic])
-        .expect("subscribe");
-    let mut reasons = Vec::new();
-    let deadline = Instant::now() + WAIT;
-    while reasons.len() < count && Instant::now() < deadline {
-        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(500)) {
-            reasons.push(
-                message
-                    .headers()
-                    .and_then(|h| h.iter().find(|h| h.key == "tally-reason")?.value)
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default(),
-            );
-        }
-    }
-    reasons
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -308,7 +278,7 @@ async fn hostile_input_never_stops_folding_loses_events_or_dodges_limits() {
         })
         .collect();
     accepted.extend(post(&env, &around, &[]).await);
-    let reasons = dead_letter_reasons(&env, 3);
+    let reasons: Vec<String> = env.dead_letters(3).into_iter().map(|(_, r)| r).collect();
     assert_eq!(
         reasons.len(),
         3,
@@ -385,15 +355,7 @@ async fn hostile_input_never_stops_folding_loses_events_or_dodges_limits() {
     assert!(contents.contains(&&deep_ok["content"]), "{timeline}");
 
     assert_ready(&env, "at the end").await;
-    let metrics = env
-        .http
-        .get(format!("{}/metrics", env.aggregator_url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = env.aggregator_metrics().await;
     assert!(
         metrics.contains("tally_aggregator_records_total{outcome=\"rejected\"} 3"),
         "{metrics}"

@@ -13,10 +13,11 @@
 use super::{decode, Aggregator, CallError, Decoded, Phase};
 use crate::fold::Record;
 use rdkafka::message::{Message, OwnedMessage};
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashSet, VecDeque};
 
 impl Aggregator {
-    /// Applies `records`; records ClickHouse refuses are dead-lettered one by one.
+    /// Applies `records` (decoded from `messages`); records ClickHouse refuses are
+    /// dead-lettered one by one.
     pub(super) async fn apply_isolating(
         &mut self,
         records: Vec<Record>,
@@ -24,61 +25,59 @@ impl Aggregator {
         phase: &mut Phase,
     ) -> anyhow::Result<()> {
         let positions: Vec<(i32, u64)> = records.iter().map(|r| (r.partition, r.offset)).collect();
-        let err = match self.apply(records, phase).await {
+        match self.apply(records, phase).await {
             Ok(()) => return Ok(()),
             Err(CallError::Stopped(err)) => return Err(err),
-            Err(CallError::Rejected { what, source }) => format!("{what}: {source}"),
-        };
-        tracing::warn!(records = positions.len(), %err, "clickhouse refused a batch; isolating its records");
-        let by_position: HashMap<(i32, i64), &OwnedMessage> = messages
+            Err(err) => {
+                tracing::warn!(records = positions.len(), %err, "clickhouse refused a batch; isolating its records")
+            }
+        }
+        let positions: HashSet<(i32, u64)> = positions.into_iter().collect();
+        let suspects: Vec<&OwnedMessage> = messages
             .iter()
-            .map(|m| ((m.partition(), m.offset()), m))
+            .filter(|m| {
+                u64::try_from(m.offset()).is_ok_and(|o| positions.contains(&(m.partition(), o)))
+            })
             .collect();
-        let mut pending: VecDeque<&[(i32, u64)]> = VecDeque::new();
-        let (left, right) = positions.split_at(positions.len() / 2);
-        pending.extend([left, right]);
+        let (left, right) = suspects.split_at(suspects.len() / 2);
+        let mut pending: VecDeque<&[&OwnedMessage]> = VecDeque::from([left, right]);
         while let Some(part) = pending.pop_front() {
             if part.is_empty() {
                 continue;
             }
             self.folder.forget_rows();
-            let records = part
-                .iter()
-                .filter_map(|&(partition, offset)| {
-                    let message = by_position.get(&(partition, i64::try_from(offset).ok()?))?;
-                    match decode(message) {
-                        Ok(Decoded::Event(envelope)) => Some(Record {
-                            partition,
-                            offset,
-                            envelope: *envelope,
-                        }),
-                        _ => None,
-                    }
-                })
-                .collect();
+            let records = part.iter().filter_map(|m| record(m)).collect();
             match self.apply(records, phase).await {
                 Ok(()) => {}
                 Err(CallError::Stopped(err)) => return Err(err),
-                Err(CallError::Rejected { what, source }) => {
-                    let reason = format!("clickhouse refused it ({what}): {source}");
-                    if let [(partition, offset)] = part {
-                        if let Some(message) = i64::try_from(*offset)
-                            .ok()
-                            .and_then(|o| by_position.get(&(*partition, o)))
-                        {
-                            self.dead_letter(message, &reason).await?;
-                            self.metrics.records.with_label_values(&["rejected"]).inc();
-                        }
-                    } else {
+                Err(CallError::Rejected { what, source }) => match part {
+                    [message] => {
+                        let reason = format!("clickhouse refused it ({what}): {source}");
+                        self.dead_letter(message, &reason).await?;
+                        self.metrics.records.with_label_values(&["rejected"]).inc();
+                    }
+                    _ => {
                         let (left, right) = part.split_at(part.len() / 2);
                         pending.push_front(right);
                         pending.push_front(left);
                     }
-                }
+                },
             }
         }
         // Rows cached from the last refused try may hold effects that were never written.
         self.folder.forget_rows();
         Ok(())
+    }
+}
+
+/// The event record `message` carries, decoded again.
+fn record(message: &OwnedMessage) -> Option<Record> {
+    match decode(message) {
+        Ok(Decoded::Event(envelope)) => Some(Record {
+            partition: message.partition(),
+            offset: u64::try_from(message.offset()).ok()?,
+            envelope: *envelope,
+        }),
+        _ => None,
     }
 }

@@ -1,0 +1,67 @@
+//! Retrying a ClickHouse call: transient failures again and again with backoff, a refusal
+//! (see [`crate::store::is_permanent`]) at once to the caller.
+
+use super::Aggregator;
+use std::future::Future;
+use std::time::Duration;
+
+impl Aggregator {
+    /// Retries a ClickHouse call with exponential backoff until it succeeds, ClickHouse
+    /// refuses it for good ([`crate::store::is_permanent`]), or shutdown.
+    pub(super) async fn retry<T, F, Fut>(&self, what: &str, mut call: F) -> Result<T, CallError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, clickhouse::error::Error>>,
+    {
+        let mut backoff = Duration::from_millis(100);
+        let max_backoff = Duration::from_millis(self.config.max_retry_backoff_ms);
+        loop {
+            match call().await {
+                Ok(value) => {
+                    self.metrics
+                        .writing
+                        .store(true, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(value);
+                }
+                Err(err) if crate::store::is_permanent(&err) => {
+                    self.metrics.write_failures.inc();
+                    tracing::warn!(%err, what, "clickhouse refused the call");
+                    return Err(CallError::Rejected {
+                        what: what.to_owned(),
+                        source: err,
+                    });
+                }
+                Err(err) => {
+                    self.metrics.write_failures.inc();
+                    self.metrics
+                        .writing
+                        .store(false, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(%err, what, retry_in_ms = backoff.as_millis() as u64, "clickhouse call failed");
+                    if self.stopping() {
+                        return Err(CallError::Stopped(anyhow::anyhow!(
+                            "{what} failed at shutdown: {err}"
+                        )));
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(max_backoff);
+                }
+            }
+        }
+    }
+}
+
+/// Why a ClickHouse call gave up.
+#[derive(Debug, thiserror::Error)]
+pub enum CallError {
+    /// ClickHouse refused the statement or its data; retrying cannot help, so the records
+    /// behind it are isolated and dead-lettered (see `consumer/isolate.rs`).
+    #[error("{what}: clickhouse refused it: {source}")]
+    Rejected {
+        what: String,
+        #[source]
+        source: clickhouse::error::Error,
+    },
+    /// Shutdown came while retrying, or Kafka failed: the batch stays uncommitted.
+    #[error(transparent)]
+    Stopped(anyhow::Error),
+}
