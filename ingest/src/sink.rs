@@ -5,7 +5,7 @@ use futures::future::{join_all, BoxFuture};
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 use tally_runtime::kafka::KafkaConfig;
@@ -63,11 +63,24 @@ impl Default for ProducerConfig {
 }
 
 /// The Kafka sink: acks=all, idempotent, bounded queue, a delivery deadline.
+///
+/// Partitions are chosen here, as librdkafka's default partitioner would (CRC-32 of the key
+/// modulo the partition count), but over at most `events_partitions` partitions: partitions
+/// added to the topic later stay unused, so a session's events never move to another
+/// partition and every session rollup stays exact.
 pub struct KafkaSink {
     producer: Arc<FutureProducer>,
     topic: String,
     deadline: Duration,
     ready: Arc<AtomicBool>,
+    /// The partitions records are spread over; 0 until the topic's metadata is known.
+    partitions: Arc<AtomicI32>,
+}
+
+/// The partition of `key` among `partitions`: librdkafka's `consistent` partitioner.
+pub fn partition_of(key: &[u8], partitions: i32) -> i32 {
+    let hash = crc32fast::hash(key);
+    i32::try_from(hash % u32::try_from(partitions.max(1)).unwrap_or(1)).unwrap_or(0)
 }
 
 impl KafkaSink {
@@ -88,16 +101,20 @@ impl KafkaSink {
             .set("compression.type", "lz4");
         let producer_handle: Arc<FutureProducer> = Arc::new(config.create()?);
         let ready = Arc::new(AtomicBool::new(false));
+        let partitions = Arc::new(AtomicI32::new(0));
         watch_readiness(
             Arc::downgrade(&producer_handle),
             kafka.events_topic.clone(),
+            kafka.events_partitions,
             ready.clone(),
+            partitions.clone(),
         );
         Ok(Self {
             producer: producer_handle,
             topic: kafka.events_topic.clone(),
             deadline: Duration::from_millis(producer.delivery_timeout_ms),
             ready,
+            partitions,
         })
     }
 
@@ -113,10 +130,15 @@ impl EventSink for KafkaSink {
     fn publish(&self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), SinkError>> {
         Box::pin(async move {
             let mut deliveries = Vec::with_capacity(records.len());
+            let partitions = self.partitions.load(Ordering::Relaxed);
             for record in &records {
-                let future_record = FutureRecord::to(&self.topic)
+                let mut future_record = FutureRecord::to(&self.topic)
                     .key(record.key.as_bytes())
                     .payload(record.payload.as_slice());
+                if partitions > 0 {
+                    future_record =
+                        future_record.partition(partition_of(record.key.as_bytes(), partitions));
+                }
                 match self.producer.send_result(future_record) {
                     Ok(delivery) => deliveries.push(delivery),
                     // Queue full or producer failing: what was queued still goes out, and
@@ -149,22 +171,43 @@ impl EventSink for KafkaSink {
 }
 
 /// Polls the cluster's metadata every two seconds on a thread of its own and records
-/// whether the event topic is reachable. The thread ends with the producer.
-fn watch_readiness(producer: Weak<FutureProducer>, topic: String, ready: Arc<AtomicBool>) {
+/// whether the event topic is reachable, and over how many partitions to spread records: the
+/// topic's, but never more than `configured`. The thread ends with the producer.
+fn watch_readiness(
+    producer: Weak<FutureProducer>,
+    topic: String,
+    configured: i32,
+    ready: Arc<AtomicBool>,
+    partitions: Arc<AtomicI32>,
+) {
     let spawned = std::thread::Builder::new()
         .name("kafka-readiness".into())
         .spawn(move || {
+            let mut warned = false;
             while let Some(producer) = producer.upgrade() {
-                let reachable = producer
+                let found = producer
                     .client()
                     .fetch_metadata(Some(&topic), Duration::from_secs(2))
-                    .map(|m| {
+                    .ok()
+                    .and_then(|m| {
                         m.topics()
                             .iter()
-                            .any(|t| t.name() == topic && t.error().is_none())
-                    })
-                    .unwrap_or(false);
-                ready.store(reachable, Ordering::Relaxed);
+                            .find(|t| t.name() == topic && t.error().is_none())
+                            .map(|t| i32::try_from(t.partitions().len()).unwrap_or(i32::MAX))
+                    });
+                if let Some(count) = found.filter(|c| *c > 0) {
+                    if count > configured && !warned {
+                        warned = true;
+                        tracing::warn!(
+                            topic,
+                            count,
+                            configured,
+                            "the event topic has more partitions than events_partitions; the extra ones stay unused"
+                        );
+                    }
+                    partitions.store(count.min(configured.max(1)), Ordering::Relaxed);
+                }
+                ready.store(found.is_some(), Ordering::Relaxed);
                 drop(producer);
                 std::thread::sleep(Duration::from_secs(2));
             }
