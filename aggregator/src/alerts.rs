@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tally_quota::{Follower, Publisher, QuotaView};
 use tally_runtime::kafka::KafkaConfig;
-use tally_schema::quota::{evaluate, CheckRequest, QuotaConfig, QuotaRecord, Status, WindowStarts};
+use tally_schema::quota::{evaluate, CheckRequest, QuotaConfig, Status, WindowStarts};
 use tokio::sync::watch;
 
 /// One alert: the record of the alerts topic, the webhook body and a `quota_alerts` row.
@@ -109,19 +109,18 @@ impl Alerter {
         let view = Arc::new(RwLock::new(QuotaView::tracking_changes()));
         let quota_follower = {
             let view = view.clone();
-            Follower::start(kafka, &kafka.quota_topic, move |payload| {
-                if let (Ok(record), Ok(mut view)) = (QuotaRecord::from_json(payload), view.write())
-                {
-                    view.apply(record);
+            Follower::start(kafka, &kafka.quota_topic, move |key, payload| {
+                if let Ok(mut view) = view.write() {
+                    view.apply_raw(key, payload);
                 }
             })?
         };
         let emitted: Arc<Mutex<HashSet<String>>> = Arc::default();
         let alerts_follower = {
             let emitted = emitted.clone();
-            Follower::start(kafka, &kafka.alerts_topic, move |payload| {
-                if let (Ok(alert), Ok(mut emitted)) =
-                    (serde_json::from_slice::<Alert>(payload), emitted.lock())
+            Follower::start(kafka, &kafka.alerts_topic, move |_, payload| {
+                if let (Some(Ok(alert)), Ok(mut emitted)) =
+                    (payload.map(serde_json::from_slice::<Alert>), emitted.lock())
                 {
                     emitted.insert(alert.alert_id);
                 }

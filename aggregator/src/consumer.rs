@@ -342,10 +342,23 @@ impl Aggregator {
         self.retry("write batch", || self.store.write(&output))
             .await?;
         phase.end("write");
-        let counters = self.ledger.fold(&output.quota, tally_quota::now_ms());
+        let now_ms = tally_quota::now_ms();
+        let counters = self.ledger.fold(&output.quota, now_ms);
         self.publish_counters(counters)
             .await
             .map_err(CallError::Stopped)?;
+        let spent = self.ledger.take_spent(now_ms);
+        if !spent.is_empty() {
+            // A spent counter counts nothing: a lost tombstone only leaves a harmless record.
+            match self
+                .publisher
+                .send_tombstones(&self.config.kafka.quota_topic, &spent)
+                .await
+            {
+                Ok(()) => tracing::info!(accounts = spent.len(), "spent quota counters removed"),
+                Err(err) => tracing::warn!(%err, "cannot remove spent quota counters"),
+            }
+        }
         phase.end("quota");
         let metrics = &self.metrics;
         for (table, rows) in [

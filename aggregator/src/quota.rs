@@ -13,12 +13,36 @@ use tally_schema::quota::{CounterRecord, SecondSlot, Window, WindowStarts, MINUT
 
 type CounterKey = (i32, String, String);
 
+/// How often the ledger looks for spent counters.
+const EXPIRY_INTERVAL_MS: i64 = 60_000;
+
 #[derive(Default)]
 pub struct QuotaLedger {
     counters: HashMap<CounterKey, CounterRecord>,
+    /// When [`QuotaLedger::take_spent`] looks next (unix ms).
+    next_expiry_ms: i64,
 }
 
 impl QuotaLedger {
+    /// At most once a minute: removes the counters whose windows have all passed (an account
+    /// idle since last month) and returns their keys, for tombstones on the compacted topic,
+    /// so the topic, every ingest replica's view and this ledger hold only live accounts.
+    pub fn take_spent(&mut self, now_ms: i64) -> Vec<String> {
+        if now_ms < self.next_expiry_ms {
+            return Vec::new();
+        }
+        self.next_expiry_ms = now_ms + EXPIRY_INTERVAL_MS;
+        let mut spent = Vec::new();
+        self.counters.retain(|_, c| {
+            let keep = !c.is_spent(now_ms);
+            if !keep {
+                spent.push(c.key());
+            }
+            keep
+        });
+        spent
+    }
+
     pub fn forget_partition(&mut self, partition: i32) {
         self.counters.retain(|(p, _, _), _| *p != partition);
     }
@@ -189,6 +213,26 @@ mod tests {
             (after[0].total(Window::Day, w.day).tokens, after[0].offset),
             (104, 42)
         );
+        assert!(
+            ledger.take_spent(now).is_empty(),
+            "this month's counters are live"
+        );
+        let next_month = WindowStarts::at(now).next_month * 1000;
+        let mut idle = QuotaLedger::default();
+        idle.fold(&[delta(2, 50, now, 1, 1)], now);
+        assert!(
+            idle.take_spent(next_month - 1).is_empty(),
+            "live until the month ends"
+        );
+        assert!(
+            idle.take_spent(next_month).is_empty(),
+            "looks once a minute"
+        );
+        assert_eq!(
+            idle.take_spent(next_month + 60_000),
+            vec![CounterRecord::new("p", "a", 2).key()]
+        );
+        assert!(idle.counters.is_empty());
         ledger.forget_partition(2);
         assert_eq!(
             ledger.fold(&[delta(2, 43, now, 1, 0)], now)[0]

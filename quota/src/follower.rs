@@ -51,10 +51,11 @@ pub struct Follower {
 }
 
 impl Follower {
-    /// Starts following `topic`; `apply` gets each record's payload, in order.
+    /// Starts following `topic`; `apply` gets each record's key and payload, in order (a
+    /// tombstone has no payload).
     pub fn start<F>(kafka: &KafkaConfig, topic: &str, apply: F) -> anyhow::Result<Self>
     where
-        F: FnMut(&[u8]) + Send + 'static,
+        F: FnMut(Option<&[u8]>, Option<&[u8]>) + Send + 'static,
     {
         let consumer: BaseConsumer = kafka
             .client_config()
@@ -109,7 +110,7 @@ impl Drop for Follower {
     }
 }
 
-fn follow<F: FnMut(&[u8])>(
+fn follow<F: FnMut(Option<&[u8]>, Option<&[u8]>)>(
     consumer: BaseConsumer,
     topic: &str,
     state: &FollowerState,
@@ -145,9 +146,7 @@ fn follow<F: FnMut(&[u8])>(
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
-                if let Some(payload) = message.payload() {
-                    apply(payload);
-                }
+                apply(message.key(), message.payload());
                 state.records.fetch_add(1, Ordering::Relaxed);
                 state.touch();
             }

@@ -38,6 +38,21 @@ impl Publisher {
             .map_err(|(err, _)| anyhow::anyhow!("cannot publish to {topic}: {err}"))
     }
 
+    /// Sends a tombstone (a key without payload) for each key, concurrently; returns once all
+    /// are acknowledged, or the first failure. Compaction then drops those keys.
+    pub async fn send_tombstones(&self, topic: &str, keys: &[String]) -> anyhow::Result<()> {
+        let sends = keys.iter().map(|key| {
+            self.producer.send(
+                FutureRecord::<str, [u8]>::to(topic).key(key.as_str()),
+                Duration::from_secs(0),
+            )
+        });
+        for result in futures::future::join_all(sends).await {
+            result.map_err(|(err, _)| anyhow::anyhow!("cannot publish to {topic}: {err}"))?;
+        }
+        Ok(())
+    }
+
     /// Sends records concurrently; returns once all are acknowledged, or the first failure.
     pub async fn send_all(
         &self,

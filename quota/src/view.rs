@@ -65,6 +65,38 @@ impl QuotaView {
         }
     }
 
+    /// Applies a record as read from the topic: a tombstone (no payload) of a counters key
+    /// removes that partition's counters, and the account once nothing of it is left.
+    pub fn apply_raw(&mut self, key: Option<&[u8]>, payload: Option<&[u8]>) {
+        match payload {
+            Some(payload) => match QuotaRecord::from_json(payload) {
+                Ok(record) => self.apply(record),
+                Err(err) => tracing::warn!(%err, "unreadable quota record skipped"),
+            },
+            None => {
+                if let Some((project_id, account_id, partition)) =
+                    key.and_then(CounterRecord::parse_key)
+                {
+                    self.forget_counters(project_id, account_id, partition);
+                }
+            }
+        }
+    }
+
+    fn forget_counters(&mut self, project_id: String, account_id: String, partition: i32) {
+        let key = (project_id, account_id);
+        let Some(entry) = self.accounts.get_mut(&key) else {
+            return;
+        };
+        entry.counters.retain(|c| c.partition != partition);
+        if entry.counters.is_empty() && entry.settings.is_none() {
+            self.accounts.remove(&key);
+        }
+        if let Some(changed) = &mut self.changed {
+            changed.insert(key);
+        }
+    }
+
     pub fn account(&self, project_id: &str, account_id: &str) -> Option<&AccountView> {
         self.accounts
             .get(&(project_id.to_owned(), account_id.to_owned()))
@@ -117,5 +149,13 @@ mod tests {
         assert_eq!(view.take_changed(), vec![("p".to_owned(), "a".to_owned())]);
         assert!(view.take_changed().is_empty());
         assert!(view.account("p", "b").is_none());
+
+        // Tombstones remove each partition's counters, then the account.
+        let key = |partition| CounterRecord::new("p", "a", partition).key();
+        view.apply_raw(Some(key(0).as_bytes()), None);
+        assert_eq!(view.account("p", "a").unwrap().usage(now).day_tokens, 7);
+        view.apply_raw(Some(key(1).as_bytes()), None);
+        assert!(view.account("p", "a").is_none());
+        assert!(view.is_empty());
     }
 }

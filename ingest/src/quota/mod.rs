@@ -57,20 +57,14 @@ impl QuotaState {
     /// Follows the quota topic and can publish to it.
     pub fn connect(config: QuotaConfig, kafka: &KafkaConfig) -> anyhow::Result<Self> {
         let view: Arc<RwLock<QuotaView>> = Arc::default();
-        let follower =
-            {
-                let view = view.clone();
-                Follower::start(kafka, &kafka.quota_topic, move |payload| {
-                    match QuotaRecord::from_json(payload) {
-                        Ok(record) => {
-                            if let Ok(mut view) = view.write() {
-                                view.apply(record);
-                            }
-                        }
-                        Err(err) => tracing::warn!(%err, "unreadable quota record skipped"),
-                    }
-                })?
-            };
+        let follower = {
+            let view = view.clone();
+            Follower::start(kafka, &kafka.quota_topic, move |key, payload| {
+                if let Ok(mut view) = view.write() {
+                    view.apply_raw(key, payload);
+                }
+            })?
+        };
         Ok(Self {
             config,
             view,

@@ -235,6 +235,23 @@ impl CounterRecord {
         serde_json::json!(["counters", self.project_id, self.account_id, self.partition])
             .to_string()
     }
+
+    /// The project, account and partition a counters key names (see [`CounterRecord::key`]).
+    pub fn parse_key(key: &[u8]) -> Option<(String, String, i32)> {
+        let (kind, project_id, account_id, partition): (String, String, String, i32) =
+            serde_json::from_slice(key).ok()?;
+        (kind == "counters").then_some((project_id, account_id, partition))
+    }
+
+    /// True when every window and the minute have passed at `now_ms`: nothing is left to count.
+    pub fn is_spent(&self, now_ms: i64) -> bool {
+        let w = WindowStarts::at(now_ms);
+        let now_sec = now_ms.div_euclid(1000);
+        self.hours.iter().all(|t| t.start < w.hour)
+            && self.days.iter().all(|t| t.start < w.day)
+            && self.months.iter().all(|t| t.start < w.month)
+            && self.seconds.iter().all(|s| s.sec <= now_sec - MINUTE_SLOTS)
+    }
 }
 
 /// An account's plan and overrides, set through the admin API.
