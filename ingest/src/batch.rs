@@ -4,9 +4,10 @@
 use crate::auth::Scope;
 use crate::body::{read_json_body, require_json};
 use crate::error::ApiError;
+use crate::ratelimit::RouteGroup;
 use crate::server::AppState;
 use crate::sink::SinkRecord;
-use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
 use std::time::Instant;
@@ -25,13 +26,8 @@ pub async fn post_batch(
     payload: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.keys.authorize(&request, Scope::Ingest)?;
+    let principal = state.admit(&request, Scope::Ingest, RouteGroup::Write)?;
     tracing::Span::current().record("project", principal.project_id.as_str());
-    let (limit_state, taken) = state.limiter.request(&principal.key_id, Instant::now());
-    request.extensions_mut().insert(limit_state);
-    taken.map_err(|limited| ApiError::RateLimited {
-        retry_after_secs: limited.retry_after_secs,
-    })?;
     require_json(&request)?;
     let body = read_json_body(&request, payload, state.config.max_body_bytes).await?;
 

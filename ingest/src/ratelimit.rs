@@ -1,11 +1,14 @@
-//! Per-key rate limits on the write path: a token bucket of requests and one of events.
+//! Per-key rate limits on every authenticated route: a token bucket of requests per key and
+//! route group (write, read, quota, admin), and one of events for the write path.
 //!
-//! Every key has both buckets. A request takes one request token before its body is read and
-//! then one event token per event in the batch; either running dry answers 429 with
-//! `Retry-After`. Every answer of the write path carries `X-RateLimit-Limit` (the request
-//! bucket's size), `X-RateLimit-Remaining` (whole request tokens left) and `X-RateLimit-Reset`
-//! (seconds until the bucket is full again). Buckets live in each ingest replica: with N
-//! replicas behind a balancer a key gets up to N times the configured rate.
+//! A request takes one request token of its key's bucket for its route group before any
+//! other work (so reads cannot starve a key's writes, nor writes its quota checks); a batch
+//! then takes one event token per event. Either running dry answers 429 with `Retry-After`.
+//! Every authenticated answer carries `X-RateLimit-Limit` (the request bucket's size),
+//! `X-RateLimit-Remaining` (whole request tokens left) and `X-RateLimit-Reset` (seconds until
+//! the bucket is full again). Buckets live in each ingest replica: with N replicas behind a
+//! balancer a key gets up to N times the configured rate. Keys are configured, so the
+//! buckets are bounded: four per configured key.
 
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -69,6 +72,19 @@ pub struct RateLimitState {
     pub reset_secs: u64,
 }
 
+/// Which family of routes a request belongs to; each has its own request bucket per key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RouteGroup {
+    /// `POST /v1/batch`.
+    Write,
+    /// Sessions, timelines, metrics and usage reads.
+    Read,
+    /// `POST /v1/quota/check`.
+    Quota,
+    /// Account settings and adjustments.
+    Admin,
+}
+
 /// A refusal: how long to wait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limited {
@@ -77,7 +93,7 @@ pub struct Limited {
 
 pub struct RateLimiter {
     config: RateLimitConfig,
-    buckets: Mutex<HashMap<String, (Bucket, Bucket)>>,
+    buckets: Mutex<HashMap<(String, RouteGroup), (Bucket, Bucket)>>,
 }
 
 impl RateLimiter {
@@ -91,6 +107,7 @@ impl RateLimiter {
     fn with_buckets<T>(
         &self,
         key: &str,
+        group: RouteGroup,
         now: Instant,
         f: impl FnOnce(&mut Bucket, &mut Bucket) -> T,
     ) -> T {
@@ -104,7 +121,7 @@ impl RateLimiter {
             updated: now,
         };
         let (requests, events) = buckets
-            .entry(key.to_owned())
+            .entry((key.to_owned(), group))
             .or_insert_with(|| (fresh(), fresh()));
         requests.refill(c.requests_per_second, c.request_burst, now);
         events.refill(c.events_per_second, c.event_burst, now);
@@ -125,8 +142,13 @@ impl RateLimiter {
         }
     }
 
-    /// Takes one request token for `key`.
-    pub fn request(&self, key: &str, now: Instant) -> (RateLimitState, Result<(), Limited>) {
+    /// Takes one request token of `key`'s bucket for `group`.
+    pub fn request(
+        &self,
+        key: &str,
+        group: RouteGroup,
+        now: Instant,
+    ) -> (RateLimitState, Result<(), Limited>) {
         if self.config.requests_per_second <= 0.0 {
             return (
                 RateLimitState {
@@ -138,7 +160,7 @@ impl RateLimiter {
             );
         }
         let rate = self.config.requests_per_second;
-        self.with_buckets(key, now, |requests, _| {
+        self.with_buckets(key, group, now, |requests, _| {
             let taken = requests.take(1.0, rate).map_err(|secs| Limited {
                 retry_after_secs: secs,
             });
@@ -156,7 +178,7 @@ impl RateLimiter {
             // A batch larger than the bucket could never pass; the batch limit applies instead.
             return Ok(());
         }
-        self.with_buckets(key, now, |_, events| {
+        self.with_buckets(key, RouteGroup::Write, now, |_, events| {
             events.take(count as f64, rate).map_err(|secs| Limited {
                 retry_after_secs: secs,
             })
@@ -183,11 +205,11 @@ mod tests {
         let limiter = limiter(2.0, 3.0, 0.0, 0.0);
         let t0 = Instant::now();
         for remaining in [2, 1, 0] {
-            let (state, taken) = limiter.request("k", t0);
+            let (state, taken) = limiter.request("k", RouteGroup::Write, t0);
             assert!(taken.is_ok());
             assert_eq!((state.limit, state.remaining), (3, remaining));
         }
-        let (state, taken) = limiter.request("k", t0);
+        let (state, taken) = limiter.request("k", RouteGroup::Write, t0);
         assert_eq!(
             taken,
             Err(Limited {
@@ -197,15 +219,17 @@ mod tests {
         assert_eq!(state.reset_secs, 2, "3 tokens at 2/s");
         // Half a second later one token is back.
         assert!(limiter
-            .request("k", t0 + Duration::from_millis(500))
+            .request("k", RouteGroup::Write, t0 + Duration::from_millis(500))
             .1
             .is_ok());
         assert!(limiter
-            .request("k", t0 + Duration::from_millis(500))
+            .request("k", RouteGroup::Write, t0 + Duration::from_millis(500))
             .1
             .is_err());
         // Another key has its own bucket.
-        assert!(limiter.request("other", t0).1.is_ok());
+        assert!(limiter.request("other", RouteGroup::Write, t0).1.is_ok());
+        // Its reads have a bucket of their own.
+        assert!(limiter.request("k", RouteGroup::Read, t0).1.is_ok());
     }
 
     #[test]
@@ -228,7 +252,10 @@ mod tests {
     fn zero_turns_a_limit_off() {
         let limiter = limiter(0.0, 0.0, 0.0, 0.0);
         for _ in 0..10_000 {
-            assert!(limiter.request("k", Instant::now()).1.is_ok());
+            assert!(limiter
+                .request("k", RouteGroup::Quota, Instant::now())
+                .1
+                .is_ok());
             assert!(limiter.events("k", 1000, Instant::now()).is_ok());
         }
     }

@@ -1,19 +1,19 @@
 //! The HTTP server: shared state, routes, and the middleware that gives every response an
 //! `X-Request-Id`, one JSON log line and its metrics.
 
-use crate::auth::KeyRing;
+use crate::auth::{KeyRing, Principal, Scope};
 use crate::config::IngestConfig;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::quota::{self, QuotaState};
-use crate::ratelimit::{RateLimitState, RateLimiter};
+use crate::ratelimit::{RateLimitState, RateLimiter, RouteGroup};
 use crate::sink::EventSink;
 use crate::{batch, read, sessions};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::{from_fn, Next};
-use actix_web::{web, App, HttpMessage, HttpResponse, HttpServer};
+use actix_web::{web, App, HttpMessage, HttpRequest, HttpResponse, HttpServer};
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::Instant;
@@ -22,6 +22,28 @@ use tracing::Instrument;
 /// Longest a read query may run in ClickHouse (`max_execution_time`), in seconds; past it
 /// the read answers 503.
 pub const READ_MAX_EXECUTION_SECS: u32 = 30;
+
+impl AppState {
+    /// Authenticates the request's key for `scope` and takes one request token of its bucket
+    /// for `group`; the answer then carries the `X-RateLimit-*` headers (see
+    /// [`crate::ratelimit`]).
+    pub fn admit(
+        &self,
+        request: &HttpRequest,
+        scope: Scope,
+        group: RouteGroup,
+    ) -> Result<Principal, ApiError> {
+        let principal = self.keys.authorize(request, scope)?;
+        let (limit_state, taken) = self
+            .limiter
+            .request(&principal.key_id, group, Instant::now());
+        request.extensions_mut().insert(limit_state);
+        taken.map_err(|limited| ApiError::RateLimited {
+            retry_after_secs: limited.retry_after_secs,
+        })?;
+        Ok(principal)
+    }
+}
 
 /// Everything a handler needs, shared by all workers.
 pub struct AppState {

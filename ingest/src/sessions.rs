@@ -3,6 +3,7 @@
 
 use crate::auth::Scope;
 use crate::error::ApiError;
+use crate::ratelimit::RouteGroup;
 use crate::server::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -89,7 +90,7 @@ pub async fn get_session(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.keys.authorize(&request, Scope::Read)?;
+    let principal = state.admit(&request, Scope::Read, RouteGroup::Read)?;
     let session_id = session_id(&path)?;
     let row = state
         .clickhouse
@@ -107,7 +108,7 @@ pub async fn get_timeline(
     path: web::Path<String>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.keys.authorize(&request, Scope::Read)?;
+    let principal = state.admit(&request, Scope::Read, RouteGroup::Read)?;
     let session_id = session_id(&path)?;
     let rows = state
         .clickhouse

@@ -364,5 +364,39 @@ async fn keys_are_rate_limited_with_headers_on_every_answer() {
     );
     // Another project's key is not affected.
     assert_eq!(env.post_batch(&env.key_b, &body).await.status(), 200);
+    // Reads, quota checks and admin routes are limited too, each group in a bucket of its
+    // own: the key's empty write bucket does not stop its reads.
+    for (key, method, path) in [
+        (&env.key_a, "GET", "/v1/sessions/missing"),
+        (&env.key_a, "POST", "/v1/quota/check"),
+        (&env.admin_key_a, "GET", "/v1/admin/accounts/acct-1"),
+    ] {
+        let mut answers = Vec::new();
+        for _ in 0..3 {
+            let request = match method {
+                "GET" => env.http.get(format!("{}{path}", env.url)),
+                _ => env
+                    .http
+                    .post(format!("{}{path}", env.url))
+                    .json(&json!({"account_id": "acct-1"})),
+            };
+            let response = request.bearer_auth(key).send().await.expect("answered");
+            let remaining = response
+                .headers()
+                .get("x-ratelimit-remaining")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+            answers.push((response.status().as_u16() == 429, remaining));
+        }
+        assert_eq!(
+            answers,
+            vec![
+                (false, Some("1".into())),
+                (false, Some("0".into())),
+                (true, Some("0".into()))
+            ],
+            "{path}"
+        );
+    }
     env.finish().await;
 }

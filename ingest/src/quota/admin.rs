@@ -9,6 +9,7 @@
 use super::check::{account_id, parse_body};
 use crate::auth::Scope;
 use crate::error::ApiError;
+use crate::ratelimit::RouteGroup;
 use crate::server::AppState;
 use crate::sink::SinkRecord;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -75,7 +76,7 @@ pub async fn get_account(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.keys.authorize(&request, Scope::Admin)?;
+    let principal = state.admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let (settings, _) = state.quota.lookup(&principal.project_id, &account, now_ms);
@@ -88,7 +89,7 @@ pub async fn put_account(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.keys.authorize(&request, Scope::Admin)?;
+    let principal = state.admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
     let body: SettingsBody = parse_body(&body)?;
     if let Some(plan) = &body.plan {
@@ -123,7 +124,7 @@ pub async fn adjust_usage(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.keys.authorize(&request, Scope::Admin)?;
+    let principal = state.admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
     let body: AdjustmentBody = parse_body(&body)?;
     let cost_nanos = match &body.cost_usd {

@@ -3,6 +3,7 @@
 use super::QuotaState;
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
+use crate::ratelimit::RouteGroup;
 use crate::server::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
@@ -32,7 +33,7 @@ pub async fn post_check(
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.keys.authorize(&request, Scope::Ingest)?;
+    let principal = state.admit(&request, Scope::Ingest, RouteGroup::Quota)?;
     let body: CheckBody = parse_body(&body)?;
     let account_id = account_id(&principal, &body.account_id)?;
     let estimated_cost_nanos = match &body.estimated_cost_usd {

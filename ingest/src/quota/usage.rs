@@ -5,6 +5,7 @@
 use super::check::{account_id, limit_json};
 use crate::auth::Scope;
 use crate::error::ApiError;
+use crate::ratelimit::RouteGroup;
 use crate::server::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clickhouse::Row;
@@ -66,7 +67,7 @@ pub async fn get_usage(
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.keys.authorize(&request, Scope::Read)?;
+    let principal = state.admit(&request, Scope::Read, RouteGroup::Read)?;
     let account_id = account_id(&principal, &path.into_inner())?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let quota = &state.quota;

@@ -6,6 +6,7 @@ use super::params::{invalid_range, AlignedRange, Params, DAY_MS, MAX_SPAN_MS};
 use super::rollup::{bind_rollups, RollupFilters, RollupRange};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
+use crate::ratelimit::RouteGroup;
 use crate::server::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clickhouse::Row;
@@ -24,7 +25,7 @@ pub(super) fn read_request(
     state: &AppState,
     parameters: &[&str],
 ) -> Result<(Principal, Params), ApiError> {
-    let principal = state.keys.authorize(request, Scope::Read)?;
+    let principal = state.admit(request, Scope::Read, RouteGroup::Read)?;
     let params = Params::parse(request.query_string(), parameters)?;
     Ok((principal, params))
 }

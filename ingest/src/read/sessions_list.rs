@@ -4,6 +4,7 @@
 use super::params::{Params, SessionCursor, MAX_SPAN_MS};
 use crate::auth::Scope;
 use crate::error::ApiError;
+use crate::ratelimit::RouteGroup;
 use crate::server::AppState;
 use crate::sessions::SessionSummary;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -50,7 +51,7 @@ pub async fn list_sessions(
     request: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.keys.authorize(&request, Scope::Read)?;
+    let principal = state.admit(&request, Scope::Read, RouteGroup::Read)?;
     let params = Params::parse(request.query_string(), PARAMETERS)?;
     let range = params.time_range(chrono::Utc::now().timestamp_millis(), MAX_SPAN_MS)?;
     let account_id = params.id("account_id")?.unwrap_or_default();
