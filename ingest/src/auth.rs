@@ -43,15 +43,24 @@ pub struct ProjectConfig {
 }
 
 /// Redaction applied by ingest, before anything is published.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Redaction {
     /// Drop every event's `content`.
     pub drop_content: bool,
-    /// Replace `account_id` with the hex SHA-256 of `project_id:account_id`, so usage is
-    /// still per account but the account's own id never reaches Kafka or ClickHouse.
+    /// Replace `account_id` with the hex HMAC-SHA256 of `project_id:account_id` under
+    /// `account_id_secret`, so usage is still per account but the account's own id never
+    /// reaches Kafka or ClickHouse, and guessable ids cannot be recovered from the hashes.
+    /// Every route that takes an `account_id` (usage, quota checks, read filters) hashes it
+    /// the same way.
     pub hash_account_id: bool,
+    /// The project's secret key of that HMAC, at least 16 characters; required with
+    /// `hash_account_id`. Changing it starts every account over under a new id.
+    pub account_id_secret: String,
 }
+
+/// Shortest `account_id_secret` accepted.
+pub const MIN_ACCOUNT_ID_SECRET_CHARS: usize = 16;
 
 impl Redaction {
     pub fn apply(&self, project_id: &str, event: &mut tally_schema::Event) {
@@ -66,11 +75,25 @@ impl Redaction {
     /// The account id as it is stored: hashed when the project hashes account ids.
     pub fn account_id(&self, project_id: &str, account_id: &str) -> String {
         if self.hash_account_id {
-            hash_key(&format!("{project_id}:{account_id}"))
+            keyed_hash(
+                &self.account_id_secret,
+                &format!("{project_id}:{account_id}"),
+            )
         } else {
             account_id.to_owned()
         }
     }
+}
+
+/// Hex HMAC-SHA256 of `message` under `secret`.
+pub fn keyed_hash(secret: &str, message: &str) -> String {
+    use hmac::{Hmac, Mac};
+    // HMAC takes keys of any length, so this cannot fail.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else {
+        return String::new();
+    };
+    mac.update(message.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -123,6 +146,14 @@ impl KeyRing {
                     project.id
                 );
             }
+            if project.redact.hash_account_id
+                && project.redact.account_id_secret.chars().count() < MIN_ACCOUNT_ID_SECRET_CHARS
+            {
+                anyhow::bail!(
+                    "project {} hashes account ids: set redact.account_id_secret to a secret of at least {MIN_ACCOUNT_ID_SECRET_CHARS} characters",
+                    project.id
+                );
+            }
             for key in &project.keys {
                 let hash = key.sha256.to_ascii_lowercase();
                 if hash.len() != 64 || !hash.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -131,7 +162,7 @@ impl KeyRing {
                 let entry = KeyEntry {
                     project_id: project.id.clone(),
                     scopes: key.scopes.clone(),
-                    redact: project.redact,
+                    redact: project.redact.clone(),
                 };
                 if keys.insert(hash, entry).is_some() {
                     anyhow::bail!("a key hash is configured twice");
@@ -159,7 +190,37 @@ impl KeyRing {
         Ok(Principal {
             project_id: entry.project_id.clone(),
             key_id,
-            redact: entry.redact,
+            redact: entry.redact.clone(),
         })
+    }
+}
+
+#[cfg(test)]
+mod keyed_hash_tests {
+    use super::*;
+
+    #[test]
+    fn keyed_hash_is_hmac_sha256() {
+        // RFC 4231, test case 2.
+        assert_eq!(
+            keyed_hash("Jefe", "what do ya want for nothing?"),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn hashing_needs_a_secret() {
+        let project = |secret: &str| ProjectConfig {
+            id: "p".into(),
+            keys: Vec::new(),
+            redact: Redaction {
+                drop_content: false,
+                hash_account_id: true,
+                account_id_secret: secret.into(),
+            },
+        };
+        let err = KeyRing::new(&[project("short")]).err().expect("refused");
+        assert!(err.to_string().contains("account_id_secret"), "{err}");
+        assert!(KeyRing::new(&[project("sixteen-chars-ok")]).is_ok());
     }
 }

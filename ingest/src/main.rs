@@ -49,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Fields whose values `--print-config` never shows.
+/// Endings of the fields whose values `--print-config` never shows.
 const SECRET_FIELDS: [&str; 3] = ["password", "secret", "token"];
 
 /// The configuration as JSON, with every non-empty secret replaced by `"(hidden)"`.
@@ -63,7 +63,7 @@ fn hide_secrets(value: &mut serde_json::Value) {
     match value {
         serde_json::Value::Object(map) => {
             for (key, inner) in map.iter_mut() {
-                if SECRET_FIELDS.contains(&key.as_str())
+                if SECRET_FIELDS.iter().any(|end| key.ends_with(end))
                     && inner.as_str().is_some_and(|s| !s.is_empty())
                 {
                     *inner = serde_json::Value::from("(hidden)");

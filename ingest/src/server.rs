@@ -202,14 +202,17 @@ async fn observe(
         state.metrics.in_flight.inc();
     }
     let method = request.method().to_string();
-    let path = request.path().to_owned();
+    // Spans and logs name the route pattern, never the path, which may hold an account id.
+    let route = request
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_owned());
 
     // One span per request; the batch handler adds the project and the batch size.
     let span = tracing::info_span!(
         "request",
-        otel.name = %format!("{method} {path}"),
+        otel.name = %format!("{method} {route}"),
         http.request.method = %method,
-        url.path = %path,
+        http.route = %route,
         request_id = %request_id,
         project = tracing::field::Empty,
         batch_size = tracing::field::Empty,
@@ -223,10 +226,7 @@ async fn observe(
     let mut response = result?;
     let status = response.status().as_u16();
     span.record("http.response.status_code", status);
-    let route = response
-        .request()
-        .match_pattern()
-        .unwrap_or_else(|| "unmatched".to_owned());
+
     let elapsed = started.elapsed();
     if let Some(state) = &state {
         let metrics = &state.metrics;
@@ -260,7 +260,6 @@ async fn observe(
     tracing::info!(
         request_id = %request_id,
         method = %method,
-        path = %path,
         route = %route,
         status,
         duration_ms = elapsed.as_secs_f64() * 1000.0,

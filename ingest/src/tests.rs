@@ -1,7 +1,7 @@
 //! The HTTP layer alone, with a fake sink in place of Kafka: the write path's answers for
 //! arbitrary and mutated bodies, sink failures, redaction and the published records.
 
-use crate::auth::{hash_key, KeyConfig, ProjectConfig, Redaction, Scope};
+use crate::auth::{hash_key, keyed_hash, KeyConfig, ProjectConfig, Redaction, Scope};
 use crate::config::IngestConfig;
 use crate::server::{routes, AppState};
 use crate::sink::{EventSink, SinkError, SinkRecord};
@@ -121,6 +121,7 @@ async fn redaction_applies_before_publishing() {
     let redact = Redaction {
         drop_content: true,
         hash_account_id: true,
+        account_id_secret: "a-project-secret-of-some-length".into(),
     };
     let (status, _, _) = post(
         state(sink.clone(), redact),
@@ -131,7 +132,9 @@ async fn redaction_applies_before_publishing() {
     let records = sink.records.lock().expect("lock");
     let envelope = tally_schema::Envelope::decode(&records[0].payload).expect("envelope");
     assert_eq!(envelope.event.content, None);
-    assert_eq!(envelope.event.account_id, hash_key("p:acct-1"));
+    let expected = keyed_hash("a-project-secret-of-some-length", "p:acct-1");
+    assert_eq!(envelope.event.account_id, expected);
+    assert_ne!(expected, hash_key("p:acct-1"), "keyed, not a bare SHA-256");
     assert!(!String::from_utf8_lossy(&records[0].payload).contains("acct-1"));
 }
 

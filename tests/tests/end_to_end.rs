@@ -272,6 +272,7 @@ async fn redaction_happens_before_anything_leaves_ingest() {
         redact_b: tally_ingest::auth::Redaction {
             drop_content: true,
             hash_account_id: true,
+            account_id_secret: "project-b-account-secret".into(),
         },
         ..Default::default()
     })
@@ -301,7 +302,7 @@ async fn redaction_happens_before_anything_leaves_ingest() {
             },
         )
         .await;
-    let hashed = tally_ingest::auth::hash_key("b:acct-secret");
+    let hashed = tally_ingest::auth::keyed_hash("project-b-account-secret", "b:acct-secret");
     for event in timeline["events"].as_array().expect("events") {
         assert_eq!(event["account_id"], json!(hashed));
         assert!(
@@ -309,6 +310,30 @@ async fn redaction_happens_before_anything_leaves_ingest() {
             "content was dropped: {event}"
         );
     }
+    // The read filters take the account's own id and hash it the same way.
+    let from = (Utc::now() - ChronoDuration::hours(2)).to_rfc3339();
+    let summary = env
+        .poll(
+            &env.key_b,
+            &format!(
+                "/v1/metrics/summary?from={}&account_id=acct-secret",
+                urlencode(&from)
+            ),
+            WAIT,
+            |b| b["events"] == json!(events.len()),
+        )
+        .await;
+    assert_eq!(summary["events"], json!(events.len()));
+    let (_, list) = env
+        .get(
+            &env.key_b,
+            &format!(
+                "/v1/sessions?from={}&account_id=acct-secret",
+                urlencode(&from)
+            ),
+        )
+        .await;
+    assert_eq!(list["sessions"].as_array().map(Vec::len), Some(1), "{list}");
     // Nothing of the account's own id reached ClickHouse.
     let stored: u64 = env
         .clickhouse_client()
@@ -319,4 +344,8 @@ async fn redaction_happens_before_anything_leaves_ingest() {
         .expect("count");
     assert_eq!(stored, 0);
     env.finish().await;
+}
+
+fn urlencode(text: &str) -> String {
+    text.replace('+', "%2B").replace(':', "%3A")
 }

@@ -129,6 +129,36 @@ async fn request_spans_are_exported_over_otlp() {
         );
     }
 
+    // A request whose path holds an account id is named by its route in the spans.
+    let response = http
+        .get(format!("{url}/v1/usage/acct-in-the-path-77"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(response.status(), 403, "an ingest key may not read usage");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !received
+        .lock()
+        .expect("lock")
+        .iter()
+        .any(|body| contains(body, "GET /v1/usage/{account_id}"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no span of the usage request reached the receiver"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        !received
+            .lock()
+            .expect("lock")
+            .iter()
+            .any(|body| contains(body, "acct-in-the-path-77")),
+        "an account id from a path reached the exported spans"
+    );
+
     terminate(&mut ingest.0);
     receiver_handle.stop(true).await;
     let _ = std::fs::remove_file(&config);

@@ -56,7 +56,7 @@ pub async fn latency(
         &["from", "to", "account_id", "model", "operation"],
     )?;
     let range = hour_range(&params)?;
-    let filters = rollup_filters(&params, true)?;
+    let filters = rollup_filters(&principal, &params, true)?;
     let rows = bind_rollups(
         state.clickhouse.query(queries::METRICS_LATENCY.sql),
         &principal.project_id,
@@ -277,7 +277,7 @@ pub async fn cost(
         &["from", "to", "account_id", "model", "operation", "limit"],
     )?;
     let range = hour_range(&params)?;
-    let filters = rollup_filters(&params, true)?;
+    let filters = rollup_filters(&principal, &params, true)?;
     let limit = params.limit(DEFAULT_BREAKDOWN, MAX_BREAKDOWN)?;
     let rollups = RollupRange::split(range);
     let project_id = principal.project_id.as_str();

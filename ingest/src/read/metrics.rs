@@ -32,11 +32,12 @@ pub(super) fn read_request(
 
 /// The filters a metrics route takes; `operation` only where `take_operation`.
 pub(super) fn rollup_filters(
+    principal: &Principal,
     params: &Params,
     take_operation: bool,
 ) -> Result<RollupFilters, ApiError> {
     Ok(RollupFilters {
-        account_id: params.id("account_id")?.unwrap_or_default(),
+        account_id: account_filter(principal, params)?,
         model: params.id("model")?.unwrap_or_default(),
         operation: if take_operation {
             params.id("operation")?.unwrap_or_default()
@@ -44,6 +45,15 @@ pub(super) fn rollup_filters(
             String::new()
         },
     })
+}
+
+/// The `account_id` filter as accounts are stored (hashed where the project hashes them);
+/// empty when absent.
+pub(super) fn account_filter(principal: &Principal, params: &Params) -> Result<String, ApiError> {
+    Ok(params
+        .id("account_id")?
+        .map(|id| principal.redact.account_id(&principal.project_id, &id))
+        .unwrap_or_default())
 }
 
 /// `from`/`to` widened to whole hours (the finest rollup).
@@ -123,7 +133,7 @@ pub async fn summary(
     let (principal, params) =
         read_request(&request, &state, &["from", "to", "account_id", "model"])?;
     let range = hour_range(&params)?;
-    let filters = rollup_filters(&params, false)?;
+    let filters = rollup_filters(&principal, &params, false)?;
     let project_id = principal.project_id.as_str();
 
     let totals = bind_rollups(
@@ -355,7 +365,7 @@ pub async fn usage(
         .choice("granularity", &Period::CHOICES)?
         .unwrap_or(Period::Hour);
     let group_by = params.choice("group_by", &GroupBy::CHOICES)?;
-    let filters = rollup_filters(&params, true)?;
+    let filters = rollup_filters(&principal, &params, true)?;
     let requested = params.time_range(chrono::Utc::now().timestamp_millis(), MAX_SPAN_MS)?;
     if requested.to_ms - requested.from_ms > period.max_span_ms() {
         return Err(invalid_range(

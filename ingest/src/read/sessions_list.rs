@@ -54,7 +54,7 @@ pub async fn list_sessions(
     let principal = state.admit(&request, Scope::Read, RouteGroup::Read)?;
     let params = Params::parse(request.query_string(), PARAMETERS)?;
     let range = params.time_range(chrono::Utc::now().timestamp_millis(), MAX_SPAN_MS)?;
-    let account_id = params.id("account_id")?.unwrap_or_default();
+    let account_id = super::metrics::account_filter(&principal, &params)?;
     let status = params
         .choice("status", &[("ok", "ok"), ("error", "error")])?
         .unwrap_or_default();
