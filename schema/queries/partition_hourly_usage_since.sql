@@ -4,8 +4,14 @@ SELECT
     project_id,
     account_id,
     toUInt32(bucket) AS bucket_start,
-    toInt64(sum(input_tokens + output_tokens) + sum(adjusted_tokens)) AS tokens,
-    toInt64(sum(cost_nanos)) AS cost_nanos,
+    -- Integer sums, exact; a Float64 twin tells when they would pass Int64, and the result
+    -- then saturates instead of wrapping (a wrapped sum would read as negative usage).
+    if(sum(toFloat64(input_tokens) + toFloat64(output_tokens)) + sum(toFloat64(adjusted_tokens)) >= 9.2e18,
+       toInt64(9223372036854775807),
+       toInt64(sum(input_tokens + output_tokens) + sum(adjusted_tokens))) AS tokens,
+    if(sum(toFloat64(cost_nanos)) >= 9.2e18,
+       toInt64(9223372036854775807),
+       toInt64(sum(cost_nanos))) AS cost_nanos,
     toUInt64(max(kafka_offset)) AS last_offset
 FROM usage_hourly FINAL
 WHERE kafka_partition = ? AND bucket >= toDateTime(?)

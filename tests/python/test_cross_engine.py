@@ -298,6 +298,15 @@ FIXTURES = [
     tool(HOUR, "search", 0, 4, 9),
     tool(HOUR, "search", 1, 2, 2),
     *READ_FIXTURES,
+    # Rows at the integers' limits on partition 7: their sums pass Int64 and must saturate,
+    # never wrap to a negative usage.
+    *(
+        f"INSERT INTO {table} (project_id, bucket, account_id, model, operation, kafka_partition, "
+        f"input_tokens, output_tokens, cost_nanos, kafka_offset) VALUES ('big', {bucket}, 'acct-big', "
+        f"'{model}', 'chat', 7, 18446744073709551615, 18446744073709551615, 9000000000000000000, 1)"
+        for table, bucket in (("usage_daily", DAY), ("usage_hourly", HOUR))
+        for model in ("a", "b")
+    ),
 ]
 
 # Each query file: its binds, and the rows (TabSeparated) both engines must return.
@@ -352,6 +361,12 @@ EXPECTED = {
 
 # Further cases of some queries: filters, cursors, limits, other granularities.
 MORE_CASES = {
+    "partition_daily_usage_since": [
+        ([7, DAY], [f"big acct-big {DAY} 9223372036854775807 9223372036854775807 1"]),
+    ],
+    "partition_hourly_usage_since": [
+        ([7, HOUR], [f"big acct-big {HOUR} 9223372036854775807 9223372036854775807 1"]),
+    ],
     "sessions_page": [
         # The older row of s1 has no error; it must not make s1 match `ok`.
         (["r", *SESSION_RANGE, "", "", "ok", "ok", "", "", 0, 0, "", 10], ["s2"]),
