@@ -3,7 +3,7 @@
 use crate::fold::FoldOutput;
 use clickhouse::Row;
 use serde::Deserialize;
-use tally_runtime::clickhouse::exception_code;
+use tally_runtime::clickhouse::{exception_code, lookup_chunks};
 use tally_schema::queries;
 use tally_schema::rollups::{Granularity, ToolRow, UsageRow};
 use tally_schema::rows::{EventRow, SessionRow};
@@ -123,8 +123,8 @@ impl Store {
             .await
     }
 
-    /// The current rows of `session_ids`, in lookups of at most [`LOOKUP_MAX_IDS`] ids and
-    /// [`LOOKUP_MAX_BYTES`] bytes each, so no batch's ids make a query ClickHouse refuses.
+    /// The current rows of `session_ids`, in lookups bounded in ids and bytes
+    /// ([`lookup_chunks`]), so no batch's ids make a query ClickHouse refuses.
     pub async fn load_sessions(
         &self,
         project_id: &str,
@@ -200,30 +200,6 @@ impl Store {
     }
 }
 
-/// Most ids in one lookup query.
-pub const LOOKUP_MAX_IDS: usize = 1000;
-/// Most bytes of ids in one lookup query. Quoting at most doubles them, so a lookup stays
-/// near 130 KiB, well under ClickHouse's default `max_query_size` of 256 KiB.
-pub const LOOKUP_MAX_BYTES: usize = 64 * 1024;
-
-/// Splits ids into runs within [`LOOKUP_MAX_IDS`] and [`LOOKUP_MAX_BYTES`]; an id larger than
-/// the byte bound (ingest allows none) goes alone.
-pub fn lookup_chunks(ids: &[String]) -> Vec<&[String]> {
-    let mut chunks = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, id) in ids.iter().enumerate() {
-        if i > start && (i - start >= LOOKUP_MAX_IDS || bytes + id.len() > LOOKUP_MAX_BYTES) {
-            chunks.push(&ids[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += id.len();
-    }
-    if start < ids.len() {
-        chunks.push(&ids[start..]);
-    }
-    chunks
-}
-
 /// ClickHouse error codes that say the statement or its data is wrong: sending it again
 /// cannot succeed. Anything else (connection, timeouts, memory, too many parts, unknown
 /// table during a migration) is worth retrying.
@@ -282,22 +258,6 @@ where
 mod tests {
     use super::*;
     use clickhouse::error::Error;
-
-    #[test]
-    fn lookups_are_bounded_in_ids_and_bytes() {
-        let emoji: String = "\u{1F600}".repeat(124);
-        let ids: Vec<String> = (0..1000).map(|i| format!("{emoji}{i}")).collect();
-        let chunks = lookup_chunks(&ids);
-        assert!(chunks.len() > 1);
-        for chunk in &chunks {
-            assert!(chunk.iter().map(String::len).sum::<usize>() <= LOOKUP_MAX_BYTES);
-        }
-        assert_eq!(chunks.concat(), ids);
-        let small: Vec<String> = (0..2500).map(|i| i.to_string()).collect();
-        let sizes: Vec<usize> = lookup_chunks(&small).iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, vec![1000, 1000, 500]);
-        assert!(lookup_chunks(&[]).is_empty());
-    }
 
     #[test]
     fn refusals_are_permanent_and_outages_are_not() {

@@ -1,9 +1,11 @@
 //! The session read routes, scoped to the read key's project:
-//! `GET /v1/sessions/{id}` (the rollup) and `GET /v1/sessions/{id}/timeline` (the events).
+//! `GET /v1/sessions/{id}` (the rollup) and `GET /v1/sessions/{id}/timeline` (the events, in
+//! pages bounded in events and bytes).
 
 use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::ratelimit::RouteGroup;
+use crate::read::params::{PageCursor, Params};
 use crate::server::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
@@ -72,7 +74,18 @@ impl From<SessionRow> for SessionSummary {
 pub struct Timeline {
     pub session_id: String,
     pub events: Vec<Event>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
 }
+
+/// Events in one timeline page when `limit` is not given, and the most it may ask for.
+pub const TIMELINE_PAGE: u32 = 1000;
+/// Most bytes of event text (content, attributes, error text) one timeline page holds: a
+/// page ends early rather than pass it, so an answer stays within this plus one event
+/// (`max_event_bytes`), however large the session's events are.
+pub const TIMELINE_PAGE_BYTES: usize = 8 * 1024 * 1024;
+
+const TIMELINE_PARAMETERS: &[&str] = &["limit", "cursor", "content"];
 
 fn session_id(path: &web::Path<String>) -> Result<String, ApiError> {
     let id = path.as_str();
@@ -110,16 +123,58 @@ pub async fn get_timeline(
 ) -> Result<HttpResponse, ApiError> {
     let principal = state.admit(&request, Scope::Read, RouteGroup::Read)?;
     let session_id = session_id(&path)?;
-    let rows = state
+    let params = Params::parse(request.query_string(), TIMELINE_PARAMETERS)?;
+    let limit = params.limit(TIMELINE_PAGE, TIMELINE_PAGE)?;
+    let cursor = params.get("cursor").map(PageCursor::decode).transpose()?;
+    let with_content = params
+        .choice("content", &[("true", 1u8), ("false", 0u8)])?
+        .unwrap_or(1);
+    let (has_cursor, cursor_ts, cursor_id) = match &cursor {
+        Some(c) => (1u8, c.ts_ms, c.id.as_str()),
+        None => (0u8, 0, ""),
+    };
+    // Rows are read one by one, so a page of large events stops at its byte budget without
+    // holding the rest; one row more than the page tells whether another follows.
+    let mut rows = state
         .clickhouse
         .query(queries::SESSION_TIMELINE.sql)
+        .bind(with_content)
         .bind(&principal.project_id)
         .bind(&session_id)
-        .fetch_all::<EventRow>()
-        .await?;
-    if rows.is_empty() {
+        .bind(has_cursor)
+        .bind(cursor_ts)
+        .bind(cursor_ts)
+        .bind(cursor_id)
+        .bind(limit + 1)
+        .fetch::<EventRow>()?;
+    let (mut events, mut bytes, mut more) = (Vec::new(), 0usize, false);
+    while let Some(row) = rows.next().await? {
+        let size = row.content.len()
+            + row.attributes.len()
+            + row.error_message.len()
+            + row.error_stack.len();
+        if events.len() == limit as usize
+            || (!events.is_empty() && bytes + size > TIMELINE_PAGE_BYTES)
+        {
+            more = true;
+            break;
+        }
+        bytes += size;
+        events.push(row.into_event());
+    }
+    if events.is_empty() && cursor.is_none() {
         return Err(ApiError::NotFound("session"));
     }
-    let events = rows.into_iter().map(EventRow::into_event).collect();
-    Ok(HttpResponse::Ok().json(Timeline { session_id, events }))
+    let next_cursor = more.then(|| events.last()).flatten().map(|last: &Event| {
+        PageCursor {
+            ts_ms: last.timestamp.0,
+            id: last.event_id.clone(),
+        }
+        .encode()
+    });
+    Ok(HttpResponse::Ok().json(Timeline {
+        session_id,
+        events,
+        next_cursor,
+    }))
 }

@@ -68,6 +68,32 @@ pub fn major_version(version: &str) -> Option<u32> {
     version.split('.').next()?.parse().ok()
 }
 
+/// Most ids in one lookup query.
+pub const LOOKUP_MAX_IDS: usize = 1000;
+/// Most bytes of ids in one lookup query. Quoting at most doubles them, so a lookup stays
+/// near 130 KiB, well under ClickHouse's default `max_query_size` of 256 KiB.
+pub const LOOKUP_MAX_BYTES: usize = 64 * 1024;
+
+/// Splits ids into runs within [`LOOKUP_MAX_IDS`] and [`LOOKUP_MAX_BYTES`]; an id larger than
+/// the byte bound goes alone. Both services chunk every lookup by id list with it.
+pub fn lookup_chunks<T: AsRef<str>>(ids: &[T]) -> Vec<&[T]> {
+    let mut chunks = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, id) in ids.iter().enumerate() {
+        if i > start
+            && (i - start >= LOOKUP_MAX_IDS || bytes + id.as_ref().len() > LOOKUP_MAX_BYTES)
+        {
+            chunks.push(&ids[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += id.as_ref().len();
+    }
+    if start < ids.len() {
+        chunks.push(&ids[start..]);
+    }
+    chunks
+}
+
 /// The exception code of a ClickHouse error answer (`Code: 62, e.displayText() = …` on
 /// 18.16, `Code: 62. DB::Exception: …` on current versions); `None` for any other error.
 pub fn exception_code(err: &clickhouse::error::Error) -> Option<u32> {
@@ -82,6 +108,22 @@ pub fn exception_code(err: &clickhouse::error::Error) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lookups_are_bounded_in_ids_and_bytes() {
+        let emoji: String = "\u{1F600}".repeat(124);
+        let ids: Vec<String> = (0..1000).map(|i| format!("{emoji}{i}")).collect();
+        let chunks = lookup_chunks(&ids);
+        assert!(chunks.len() > 1);
+        for chunk in &chunks {
+            assert!(chunk.iter().map(String::len).sum::<usize>() <= LOOKUP_MAX_BYTES);
+        }
+        assert_eq!(chunks.concat(), ids);
+        let small: Vec<String> = (0..2500).map(|i| i.to_string()).collect();
+        let sizes: Vec<usize> = lookup_chunks(&small).iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, vec![1000, 1000, 500]);
+        assert!(lookup_chunks::<String>(&[]).is_empty());
+    }
 
     #[test]
     fn exception_codes_of_old_and_new_servers() {

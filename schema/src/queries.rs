@@ -8,9 +8,10 @@ pub struct Query {
     pub sql: &'static str,
 }
 
-/// The events of one session in order; ties on the timestamp are broken by `event_id`, and
-/// copies of an event (redelivered, not yet merged) appear once.
-/// Binds: project_id, session_id.
+/// A page of one session's events in order; ties on the timestamp are broken by `event_id`,
+/// and copies of an event (redelivered, not yet merged) appear once.
+/// Binds: with content (0/1), project_id, session_id, has_cursor (0/1), cursor ts_ms twice,
+/// cursor event_id, limit.
 pub const SESSION_TIMELINE: Query = Query {
     name: "session_timeline",
     sql: include_str!("../queries/session_timeline.sql"),

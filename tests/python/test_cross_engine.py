@@ -311,7 +311,7 @@ FIXTURES = [
 
 # Each query file: its binds, and the rows (TabSeparated) both engines must return.
 EXPECTED = {
-    "session_timeline": (["a", "s1"], ["e-1", "e-2a", "e-2b", "e-3"]),
+    "session_timeline": ([1, "a", "s1", 0, 0, 0, "", 1000], ["e-1", "e-2a", "e-2b", "e-3"]),
     "session_rollup": (["a", "s1"], ["s1 4 9"]),
     "sessions_by_id": (["a", ["s1", "s2", "missing"]], ["s1 4 9", "s2 1 5"]),
     "known_events": ([0, T0 - 1000], ["a e-1 1", "a e-2a 0", "a e-2b 2", "a e-3 3", "b e-9 4"]),
@@ -361,6 +361,12 @@ EXPECTED = {
 
 # Further cases of some queries: filters, cursors, limits, other granularities.
 MORE_CASES = {
+    "session_timeline": [
+        # Pages: the first two events, then what follows e-2a (same millisecond as e-2b).
+        ([1, "a", "s1", 0, 0, 0, "", 2], ["e-1", "e-2a"]),
+        ([1, "a", "s1", 1, T0 + 1000, T0 + 1000, "e-2a", 1000], ["e-2b", "e-3"]),
+        ([0, "a", "s1", 1, T0 + 2000, T0 + 2000, "e-3", 1000], []),
+    ],
     "partition_daily_usage_since": [
         ([7, DAY], [f"big acct-big {DAY} 9223372036854775807 9223372036854775807 1"]),
     ],
@@ -466,7 +472,7 @@ def test_query_answers(engine, name, binds, expected):
 
 
 def test_a_timeline_shows_one_copy_of_each_event_in_order(engine):
-    output = engine.execute(bind(QUERIES["session_timeline"], ["r", "t1"]) + "\nFORMAT TabSeparated")
+    output = engine.execute(bind(QUERIES["session_timeline"], [1, "r", "t1", 0, 0, 0, "", 1000]) + "\nFORMAT TabSeparated")
     rows = [line.split("\t") for line in output.splitlines()]
     assert [(r[2], r[13]) for r in rows] == [("t-1", "0"), ("t-2", "0"), ("t-3", "99")]
 
@@ -478,7 +484,7 @@ def test_engines_agree_row_for_row():
             load(engine)
         assert server.version().startswith("18.16"), server.version()
         assert int(embedded.version().split(".")[0]) >= 24, embedded.version()
-        for name, binds, _ in CASES + [("session_timeline", ["r", "t1"], None)]:
+        for name, binds, _ in CASES + [("session_timeline", [1, "r", "t1", 0, 0, 0, "", 1000], None)]:
             sql = bind(QUERIES[name], binds) + "\nFORMAT TabSeparated"
             ordered = name in ORDERED
             normalize = lambda out: out.splitlines() if ordered else sorted(out.splitlines())

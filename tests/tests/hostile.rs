@@ -314,6 +314,78 @@ async fn hostile_input_never_stops_folding_loses_events_or_dodges_limits() {
     wait_day_used(&env, account, expected).await;
     assert_ready(&env, "after the hostile traffic").await;
 
+    // 6. Reads stay bounded: a session of 40 events of about 250 KB pages by bytes, and a
+    //    sessions page of 500 long ids is read in bounded lookups.
+    let big: Vec<Value> = (0..40)
+        .map(|i| {
+            let mut e = event(
+                "custom",
+                "big-content",
+                "acct-big",
+                now - ChronoDuration::minutes(8) + ChronoDuration::seconds(i),
+            );
+            e["content"] = json!("c".repeat(250_000));
+            e
+        })
+        .collect();
+    for chunk in big.chunks(10) {
+        accepted.extend(post(&env, chunk, &[]).await);
+    }
+    env.poll(&env.key_a, "/v1/sessions/big-content", WAIT, |s| {
+        s["event_count"] == json!(40)
+    })
+    .await;
+    let (mut seen, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/v1/sessions/big-content/timeline?cursor={c}"),
+            None => "/v1/sessions/big-content/timeline".to_owned(),
+        };
+        let (status, page) = env.get(&env.key_a, &path).await;
+        assert_eq!(status, 200, "{path}");
+        let events = page["events"].as_array().expect("events");
+        let bytes: usize = events
+            .iter()
+            .map(|e| e["content"].as_str().map_or(0, str::len))
+            .sum();
+        assert!(
+            bytes <= 8 * 1024 * 1024 + 256 * 1024,
+            "a page of {bytes} bytes"
+        );
+        seen.extend(events.iter().map(|e| e["event_id"].clone()));
+        pages += 1;
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert!(pages >= 2, "40 events of 250 KB take more than one page");
+    let sent: Vec<Value> = big.iter().map(|e| e["event_id"].clone()).collect();
+    assert_eq!(seen, sent, "every event once, in order");
+    let (_, lean) = env
+        .get(
+            &env.key_a,
+            "/v1/sessions/big-content/timeline?content=false&limit=5",
+        )
+        .await;
+    let lean_events = lean["events"].as_array().expect("events");
+    assert_eq!(lean_events.len(), 5);
+    assert!(
+        lean_events.iter().all(|e| e.get("content").is_none()),
+        "{lean}"
+    );
+    let (status, list) = env
+        .get(
+            &env.key_a,
+            &format!(
+                "/v1/sessions?from={}&limit=500",
+                rfc3339(now - ChronoDuration::hours(1)).replace(':', "%3A")
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(list["sessions"].as_array().map(Vec::len), Some(500));
+
     // The good workload after it all.
     let mut workload = Workload::new(11, now - ChronoDuration::hours(2));
     let good = workload.sessions(40, 4);

@@ -227,17 +227,18 @@ impl AlignedRange {
     }
 }
 
-/// Where a page of the sessions list ends: the last session's start and id. Clients get it
-/// as an opaque string and hand it back as `cursor`.
+/// Where a page ends: the last item's time and id (a session's start and id in the sessions
+/// list, an event's timestamp and id in a timeline). Clients get it as an opaque string and
+/// hand it back as `cursor`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SessionCursor {
-    pub first_ts_ms: i64,
-    pub session_id: String,
+pub struct PageCursor {
+    pub ts_ms: i64,
+    pub id: String,
 }
 
-impl SessionCursor {
+impl PageCursor {
     pub fn encode(&self) -> String {
-        hex::encode(format!("{}:{}", self.first_ts_ms, self.session_id))
+        hex::encode(format!("{}:{}", self.ts_ms, self.id))
     }
 
     pub fn decode(text: &str) -> Result<Self, ApiError> {
@@ -248,14 +249,14 @@ impl SessionCursor {
         };
         let bytes = hex::decode(text).map_err(|_| refuse())?;
         let text = String::from_utf8(bytes).map_err(|_| refuse())?;
-        let (ts, session_id) = text.split_once(':').ok_or_else(refuse)?;
-        let first_ts_ms = ts.parse::<i64>().map_err(|_| refuse())?;
-        if session_id.is_empty() || session_id.chars().count() > MAX_ID_CHARS {
+        let (ts, id) = text.split_once(':').ok_or_else(refuse)?;
+        let ts_ms = ts.parse::<i64>().map_err(|_| refuse())?;
+        if id.is_empty() || id.chars().count() > MAX_ID_CHARS {
             return Err(refuse());
         }
         Ok(Self {
-            first_ts_ms,
-            session_id: session_id.to_owned(),
+            ts_ms,
+            id: id.to_owned(),
         })
     }
 }

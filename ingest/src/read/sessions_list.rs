@@ -1,7 +1,7 @@
 //! `GET /v1/sessions`: the project's sessions that started in a time range, newest first,
 //! filtered by account, status and model, a page at a time.
 
-use super::params::{Params, SessionCursor, MAX_SPAN_MS};
+use super::params::{PageCursor, Params, MAX_SPAN_MS};
 use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::ratelimit::RouteGroup;
@@ -11,6 +11,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use tally_runtime::clickhouse::lookup_chunks;
 use tally_schema::event::Timestamp;
 use tally_schema::queries;
 use tally_schema::rows::SessionRow;
@@ -60,13 +61,10 @@ pub async fn list_sessions(
         .unwrap_or_default();
     let model = params.id("model")?.unwrap_or_default();
     let limit = params.limit(DEFAULT_PAGE, MAX_PAGE)?;
-    let cursor = params
-        .get("cursor")
-        .map(SessionCursor::decode)
-        .transpose()?;
+    let cursor = params.get("cursor").map(PageCursor::decode).transpose()?;
 
     let (has_cursor, cursor_ts, cursor_session) = match &cursor {
-        Some(c) => (1u8, c.first_ts_ms, c.session_id.as_str()),
+        Some(c) => (1u8, c.ts_ms, c.id.as_str()),
         None => (0u8, 0, ""),
     };
     // One key more than the page tells whether another page follows.
@@ -91,9 +89,9 @@ pub async fn list_sessions(
     let next_cursor = if keys.len() > limit as usize {
         keys.truncate(limit as usize);
         keys.last().map(|last| {
-            SessionCursor {
-                first_ts_ms: last.first_ts_ms,
-                session_id: last.session_id.clone(),
+            PageCursor {
+                ts_ms: last.first_ts_ms,
+                id: last.session_id.clone(),
             }
             .encode()
         })
@@ -101,18 +99,17 @@ pub async fn list_sessions(
         None
     };
     let mut rows: HashMap<String, SessionRow> = HashMap::new();
-    if !keys.is_empty() {
-        let ids: Vec<&str> = keys.iter().map(|k| k.session_id.as_str()).collect();
-        rows = state
+    let ids: Vec<&str> = keys.iter().map(|k| k.session_id.as_str()).collect();
+    // A page of long ids would make one query larger than ClickHouse takes: bounded lookups.
+    for chunk in lookup_chunks(&ids) {
+        let part = state
             .clickhouse
             .query(queries::SESSIONS_BY_ID.sql)
             .bind(&principal.project_id)
-            .bind(ids)
+            .bind(chunk)
             .fetch_all::<SessionRow>()
-            .await?
-            .into_iter()
-            .map(|row| (row.session_id.clone(), row))
-            .collect();
+            .await?;
+        rows.extend(part.into_iter().map(|row| (row.session_id.clone(), row)));
     }
     // In the page's order; a row read a moment later may be newer than its key, never older.
     let sessions = keys

@@ -1,7 +1,7 @@
 //! The read routes' parameter handling, range arithmetic and latency figures, without
 //! ClickHouse: every request here is refused before a query would run.
 
-use super::params::{AlignedRange, Params, SessionCursor, TimeRange, DAY_MS, HOUR_MS};
+use super::params::{AlignedRange, PageCursor, Params, TimeRange, DAY_MS, HOUR_MS};
 use super::rollup::{LatencyStats, RollupRange};
 use crate::auth::{hash_key, KeyConfig, ProjectConfig, Redaction, Scope};
 use crate::config::IngestConfig;
@@ -204,12 +204,12 @@ fn rollup_ranges_cover_each_hour_once() {
 
 #[test]
 fn cursors_round_trip_and_refuse_anything_else() {
-    let cursor = SessionCursor {
-        first_ts_ms: T0,
-        session_id: "sess:with:colons é".into(),
+    let cursor = PageCursor {
+        ts_ms: T0,
+        id: "sess:with:colons é".into(),
     };
     assert_eq!(
-        SessionCursor::decode(&cursor.encode()).expect("decoded"),
+        PageCursor::decode(&cursor.encode()).expect("decoded"),
         cursor
     );
     for bad in [
@@ -221,7 +221,7 @@ fn cursors_round_trip_and_refuse_anything_else() {
         &hex::encode([0xff, 0x3a]),
     ] {
         assert_eq!(
-            parameter_of(SessionCursor::decode(bad).expect_err(bad)),
+            parameter_of(PageCursor::decode(bad).expect_err(bad)),
             "cursor",
             "{bad}"
         );
