@@ -7,7 +7,7 @@ from __future__ import annotations
 import secrets
 import sys
 import time
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, List
 
 from conftest import REPO
 
@@ -59,5 +59,17 @@ def poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float, w
 
 
 def timeline(stack: services.Services, session_id: str, key: str) -> Dict[str, Any]:
-    answer = stack.request("GET", f"/v1/sessions/{session_id}/timeline", key=key)
-    return answer.json() if answer.status == 200 else {"status": answer.status, "events": []}
+    """The whole timeline: every page joined (a page holds at most 1,000 events)."""
+    events: List[Any] = []
+    cursor = None
+    while True:
+        path = f"/v1/sessions/{session_id}/timeline" + (f"?cursor={cursor}" if cursor else "")
+        answer = stack.request("GET", path, key=key)
+        if answer.status != 200:
+            return {"status": answer.status, "events": events}
+        page = answer.json()
+        events.extend(page["events"])
+        cursor = page.get("next_cursor")
+        if not cursor:
+            page["events"] = events
+            return page

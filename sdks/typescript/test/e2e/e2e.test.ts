@@ -78,11 +78,19 @@ async function timeline(sessionId: string, count: number): Promise<Array<Record<
   return waitUntil(
     `timeline of ${sessionId} with ${count} events`,
     async () => {
-      const { status, body } = await stack.get(`/v1/sessions/${encodeURIComponent(sessionId)}/timeline`, stack.keys.read);
-      if (status === 404) return undefined;
-      assert.equal(status, 200, JSON.stringify(body));
-      assert.ok(body.events.length <= count, `timeline holds ${body.events.length} events, ${count} were sent`);
-      return body.events.length === count ? (body.events as Array<Record<string, any>>) : undefined;
+      // Every page joined: a page holds at most 1,000 events.
+      const events: Array<Record<string, any>> = [];
+      let cursor: string | null = null;
+      do {
+        const query: string = cursor ? `?cursor=${cursor}` : "";
+        const { status, body } = await stack.get(`/v1/sessions/${encodeURIComponent(sessionId)}/timeline${query}`, stack.keys.read);
+        if (status === 404) return undefined;
+        assert.equal(status, 200, JSON.stringify(body));
+        events.push(...body.events);
+        cursor = body.next_cursor ?? null;
+      } while (cursor);
+      assert.ok(events.length <= count, `timeline holds ${events.length} events, ${count} were sent`);
+      return events.length === count ? events : undefined;
     },
     60_000,
     250,
