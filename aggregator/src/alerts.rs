@@ -15,7 +15,7 @@ use crate::store::Store;
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tally_quota::{Follower, Publisher, QuotaView};
@@ -80,12 +80,38 @@ fn alert_id(
     hex::encode(&Sha256::digest(identity.as_bytes())[..16])
 }
 
+const DAY_SECS: i64 = 86_400;
+
+/// The alerts already emitted (ids with their window's start), so each is emitted once.
+/// Windows that started more than a day before this month are over and forgotten whenever
+/// new alerts go out, so the set holds at most accounts × limits × thresholds × the windows
+/// of about a month.
+#[derive(Debug, Default)]
+struct Emitted {
+    ids: HashMap<String, i64>,
+}
+
+impl Emitted {
+    fn insert(&mut self, alert: &Alert) {
+        self.ids
+            .insert(alert.alert_id.clone(), i64::from(alert.window_start));
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.ids.contains_key(id)
+    }
+
+    fn forget_before(&mut self, window_start: i64) {
+        self.ids.retain(|_, start| *start >= window_start);
+    }
+}
+
 pub struct Alerter {
     quota: QuotaConfig,
     config: AlertsConfig,
     kafka: KafkaConfig,
     view: Arc<RwLock<QuotaView>>,
-    emitted: Arc<Mutex<HashSet<String>>>,
+    emitted: Arc<Mutex<Emitted>>,
     quota_follower: Follower,
     alerts_follower: Follower,
     owned: Arc<RwLock<BTreeSet<i32>>>,
@@ -106,7 +132,7 @@ impl Alerter {
         store: Store,
         metrics: Arc<Metrics>,
     ) -> anyhow::Result<Self> {
-        let view = Arc::new(RwLock::new(QuotaView::tracking_changes()));
+        let view = Arc::new(RwLock::new(QuotaView::tracking_changes(quota.accounts)));
         let quota_follower = {
             let view = view.clone();
             Follower::start(kafka, &kafka.quota_topic, move |key, payload| {
@@ -115,14 +141,14 @@ impl Alerter {
                 }
             })?
         };
-        let emitted: Arc<Mutex<HashSet<String>>> = Arc::default();
+        let emitted: Arc<Mutex<Emitted>> = Arc::default();
         let alerts_follower = {
             let emitted = emitted.clone();
             Follower::start(kafka, &kafka.alerts_topic, move |_, payload| {
                 if let (Some(Ok(alert)), Ok(mut emitted)) =
                     (payload.map(serde_json::from_slice::<Alert>), emitted.lock())
                 {
-                    emitted.insert(alert.alert_id);
+                    emitted.insert(&alert);
                 }
             })?
         };
@@ -282,7 +308,10 @@ impl Alerter {
                 return Err(err);
             }
             if let Ok(mut emitted) = self.emitted.lock() {
-                emitted.extend(alerts.iter().map(|a| a.alert_id.clone()));
+                for alert in &alerts {
+                    emitted.insert(alert);
+                }
+                emitted.forget_before(w.month - DAY_SECS);
             }
             for alert in &alerts {
                 self.metrics

@@ -131,7 +131,7 @@ impl Aggregator {
         let dead_letters = DeadLetters::new(&config.kafka)?;
         let publisher = Publisher::new(&config.kafka, Duration::from_secs(10))?;
         Ok(Self {
-            ledger: QuotaLedger::default(),
+            ledger: QuotaLedger::new(config.quota.accounts),
             publisher,
             owned,
             folder: Folder::new(config.dedup.clone(), prices, config.max_cached_rows),

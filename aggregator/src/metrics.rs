@@ -27,6 +27,7 @@ pub struct Metrics {
     pub quota_alerts: IntCounterVec,
     /// Failed publishes to the quota or alert topics (each is retried).
     pub quota_publish_failures: IntCounter,
+    pub quota_refused_accounts: IntCounter,
     /// False while ClickHouse writes fail; `/readyz` answers 503 then.
     pub writing: AtomicBool,
 }
@@ -108,6 +109,14 @@ impl Metrics {
                 IntCounter::new(
                     "tally_aggregator_quota_publish_failures_total",
                     "Failed publishes to the quota or alert topics (each is retried).",
+                ),
+            ),
+            quota_refused_accounts: register(
+                &r,
+                IntCounter::new(
+                    "tally_aggregator_quota_refused_accounts_total",
+                    "New accounts given no quota counters: their project, or the replica, was \
+                     at its [quota.accounts] cap (their usage still folds into the rollups).",
                 ),
             ),
             registry: r,

@@ -9,21 +9,72 @@
 use crate::fold::QuotaDelta;
 use crate::store::{PartitionUsage, RecentSecond};
 use std::collections::HashMap;
-use tally_schema::quota::{CounterRecord, SecondSlot, Window, WindowStarts, MINUTE_SLOTS};
+use tally_schema::quota::{
+    AccountCaps, AccountTally, CounterRecord, SecondSlot, Window, WindowStarts, MINUTE_SLOTS,
+};
 
 type CounterKey = (i32, String, String);
 
 /// How often the ledger looks for spent counters.
 const EXPIRY_INTERVAL_MS: i64 = 60_000;
 
+/// The counters of the partitions this replica owns, for at most as many accounts as
+/// `[quota.accounts]` allows: past a cap, a new account's usage still folds into the rollups
+/// but gets no counters.
 #[derive(Default)]
 pub struct QuotaLedger {
     counters: HashMap<CounterKey, CounterRecord>,
+    /// How many partitions hold counters of each account (an account counts once).
+    partitions_of: HashMap<(String, String), u32>,
+    tally: AccountTally,
     /// When [`QuotaLedger::take_spent`] looks next (unix ms).
     next_expiry_ms: i64,
 }
 
 impl QuotaLedger {
+    pub fn new(caps: AccountCaps) -> Self {
+        Self {
+            tally: AccountTally::new(caps),
+            ..Self::default()
+        }
+    }
+
+    /// New accounts refused because of a cap, so far.
+    pub fn refused(&self) -> u64 {
+        self.tally.refused()
+    }
+
+    /// Makes room for `key`'s counters unless its account is new and over a cap.
+    fn admit(&mut self, key: &CounterKey) -> bool {
+        if self.counters.contains_key(key) {
+            return true;
+        }
+        let account = (key.1.clone(), key.2.clone());
+        if let Some(partitions) = self.partitions_of.get_mut(&account) {
+            *partitions += 1;
+            return true;
+        }
+        if !self.tally.admit(&key.1) {
+            return false;
+        }
+        self.partitions_of.insert(account, 1);
+        true
+    }
+
+    fn remove(&mut self, key: &CounterKey) {
+        if self.counters.remove(key).is_none() {
+            return;
+        }
+        let account = (key.1.clone(), key.2.clone());
+        if let Some(partitions) = self.partitions_of.get_mut(&account) {
+            *partitions -= 1;
+            if *partitions == 0 {
+                self.partitions_of.remove(&account);
+                self.tally.release(&key.1);
+            }
+        }
+    }
+
     /// At most once a minute: removes the counters whose windows have all passed (an account
     /// idle since last month) and returns their keys, for tombstones on the compacted topic,
     /// so the topic, every ingest replica's view and this ledger hold only live accounts.
@@ -32,19 +83,32 @@ impl QuotaLedger {
             return Vec::new();
         }
         self.next_expiry_ms = now_ms + EXPIRY_INTERVAL_MS;
-        let mut spent = Vec::new();
-        self.counters.retain(|_, c| {
-            let keep = !c.is_spent(now_ms);
-            if !keep {
-                spent.push(c.key());
-            }
-            keep
-        });
+        let spent: Vec<CounterKey> = self
+            .counters
+            .iter()
+            .filter(|(_, c)| c.is_spent(now_ms))
+            .map(|(key, _)| key.clone())
+            .collect();
         spent
+            .into_iter()
+            .filter_map(|key| {
+                let record_key = self.counters.get(&key).map(CounterRecord::key);
+                self.remove(&key);
+                record_key
+            })
+            .collect()
     }
 
     pub fn forget_partition(&mut self, partition: i32) {
-        self.counters.retain(|(p, _, _), _| *p != partition);
+        let keys: Vec<CounterKey> = self
+            .counters
+            .keys()
+            .filter(|(p, _, _)| *p == partition)
+            .cloned()
+            .collect();
+        for key in &keys {
+            self.remove(key);
+        }
     }
 
     /// Replaces a partition's counters with what ClickHouse holds: `daily` since the month's
@@ -122,6 +186,9 @@ impl QuotaLedger {
         }
         let mut restored = Vec::with_capacity(fresh.len());
         for (key, mut c) in fresh {
+            if !self.admit(&key) {
+                continue;
+            }
             c.seconds.sort_by_key(|s| s.sec);
             restored.push(c.clone());
             self.counters.insert(key, c);
@@ -134,6 +201,9 @@ impl QuotaLedger {
         let mut touched = Vec::new();
         for d in deltas {
             let key = (d.partition, d.project_id.clone(), d.account_id.clone());
+            if !self.admit(&key) {
+                continue;
+            }
             let c = self
                 .counters
                 .entry(key.clone())
@@ -234,11 +304,67 @@ mod tests {
         );
         assert!(idle.counters.is_empty());
         ledger.forget_partition(2);
+        assert!(ledger.partitions_of.is_empty());
         assert_eq!(
             ledger.fold(&[delta(2, 43, now, 1, 0)], now)[0]
                 .total(Window::Day, w.day)
                 .tokens,
             1
         );
+    }
+
+    #[test]
+    fn past_a_cap_new_accounts_get_no_counters_until_a_place_frees() {
+        let now = 1_795_000_000_000;
+        let mut ledger = QuotaLedger::new(AccountCaps {
+            per_project: 2,
+            total: 100,
+        });
+        let for_account = |partition, account: &str| QuotaDelta {
+            account_id: account.into(),
+            ..delta(partition, 1, now, 5, 1)
+        };
+        // One account on two partitions counts once.
+        let changed = ledger.fold(
+            &[
+                for_account(0, "a"),
+                for_account(1, "a"),
+                for_account(0, "b"),
+            ],
+            now,
+        );
+        assert_eq!(changed.len(), 3);
+        assert!(ledger.fold(&[for_account(0, "c")], now).is_empty());
+        assert_eq!(ledger.refused(), 1);
+        assert_eq!(ledger.fold(&[for_account(1, "b")], now).len(), 1);
+        ledger.forget_partition(0);
+        assert_eq!(ledger.partitions_of.len(), 2, "a and b keep partition 1");
+        ledger.forget_partition(1);
+        assert_eq!(ledger.fold(&[for_account(0, "c")], now).len(), 1);
+        let restored = ledger.restore(
+            3,
+            vec![
+                PartitionUsage {
+                    project_id: "p".into(),
+                    account_id: "d".into(),
+                    bucket_start: u32::try_from(WindowStarts::at(now).day).unwrap(),
+                    tokens: 1,
+                    cost_nanos: 0,
+                    last_offset: 1,
+                },
+                PartitionUsage {
+                    project_id: "p".into(),
+                    account_id: "e".into(),
+                    bucket_start: u32::try_from(WindowStarts::at(now).day).unwrap(),
+                    tokens: 1,
+                    cost_nanos: 0,
+                    last_offset: 1,
+                },
+            ],
+            Vec::new(),
+            Vec::new(),
+            now,
+        );
+        assert_eq!(restored.len(), 1, "c and one of d, e fill the project");
     }
 }

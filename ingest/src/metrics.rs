@@ -1,8 +1,8 @@
 //! ingest's Prometheus metrics, served at `/metrics`.
 
 use prometheus::{
-    exponential_buckets, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounterVec, IntGauge,
-    Opts, Registry,
+    exponential_buckets, Gauge, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, Opts, Registry,
 };
 use tally_runtime::metrics::{latency_buckets, register};
 
@@ -21,6 +21,7 @@ pub struct Metrics {
     pub quota_check_duration: Histogram,
     /// Seconds since the quota view last heard from `tally.quota.v1`.
     pub quota_view_staleness: Gauge,
+    pub quota_view_refused_accounts: IntCounter,
     pub quota_view_accounts: IntGauge,
 }
 
@@ -123,6 +124,14 @@ impl Metrics {
                 IntGauge::new(
                     "tally_ingest_quota_view_accounts",
                     "Accounts in the in-memory quota view.",
+                ),
+            ),
+            quota_view_refused_accounts: register(
+                &r,
+                IntCounter::new(
+                    "tally_ingest_quota_view_refused_accounts_total",
+                    "Counter records of new accounts the quota view did not keep: their \
+                     project, or the view, was at its [quota.accounts] cap.",
                 ),
             ),
             registry: r,

@@ -177,6 +177,8 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         .metrics
         .quota_view_accounts
         .set(state.quota.accounts() as i64);
+    let refused = &state.metrics.quota_view_refused_accounts;
+    refused.inc_by(state.quota.refused_accounts().saturating_sub(refused.get()));
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())

@@ -34,7 +34,10 @@ pub struct SessionSummary {
     pub provided_cost_usd: serde_json::Value,
     /// Events with usage whose model had no price; they count as zero in `cost_usd`.
     pub unpriced_events: u64,
+    /// Distinct models used, sorted; at most 64.
     pub models: Vec<String>,
+    /// True when the session used more models than `models` lists.
+    pub models_truncated: bool,
     /// `ended` once a `session_end` arrived, else `active`.
     pub state: &'static str,
     /// `error` when any event failed, else `ok`.
@@ -64,6 +67,7 @@ impl From<SessionRow> for SessionSummary {
             state: if row.ended == 1 { "ended" } else { "active" },
             status: if row.errors > 0 { "error" } else { "ok" },
             models: row.models,
+            models_truncated: row.models_truncated == 1,
             session_id: row.session_id,
             account_id: row.account_id,
         }

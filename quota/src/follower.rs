@@ -68,6 +68,10 @@ impl Follower {
             .set("enable.partition.eof", "false")
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
+            // A request to a broker that is restarting can go unanswered; librdkafka waits
+            // socket.timeout.ms (60 s by default) before it asks again, and the view would
+            // stay stale that long after the broker is back.
+            .set("socket.timeout.ms", "10000")
             .create()?;
         let state = Arc::new(FollowerState::default());
         let stop = Arc::new(AtomicBool::new(false));
@@ -165,9 +169,18 @@ fn follow<F: FnMut(Option<&[u8]>, Option<&[u8]>)>(
                         .map(|(_, high)| high)
                 })
                 .collect();
-            if let Ok(highs) = probed {
-                state.touch();
-                ends.get_or_insert(highs);
+            match probed {
+                Ok(highs) => {
+                    state.touch();
+                    ends.get_or_insert(highs);
+                }
+                Err(err) => {
+                    // librdkafka keeps a "no such partition" it heard while the broker was
+                    // starting until its next metadata refresh (minutes); asking for the
+                    // topic's metadata refreshes it, so the next probe can succeed.
+                    tracing::debug!(topic, %err, "cannot read the topic's end offsets");
+                    let _ = consumer.fetch_metadata(Some(topic), Duration::from_secs(1));
+                }
             }
         }
         if !state.is_caught_up() {

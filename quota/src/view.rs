@@ -1,7 +1,9 @@
 //! Every account's settings and per-partition counters, as the topic last said.
 
 use std::collections::{HashMap, HashSet};
-use tally_schema::quota::{AccountSettings, CounterRecord, QuotaRecord, Usage};
+use tally_schema::quota::{
+    AccountCaps, AccountSettings, AccountTally, CounterRecord, QuotaRecord, Usage,
+};
 
 /// One account in the view.
 #[derive(Debug, Clone, Default)]
@@ -17,20 +19,30 @@ impl AccountView {
     }
 }
 
-/// The whole view: (project, account) → settings and counters.
+/// The whole view: (project, account) → settings and counters, at most as many accounts as
+/// the caps allow (counters of a new account past a cap are not kept).
 #[derive(Debug, Default)]
 pub struct QuotaView {
     accounts: HashMap<(String, String), AccountView>,
+    tally: AccountTally,
     /// Accounts changed since the last [`QuotaView::take_changed`], when tracking is on.
     changed: Option<HashSet<(String, String)>>,
 }
 
 impl QuotaView {
-    /// A view that remembers which accounts changed (the aggregator's alerting reads that).
-    pub fn tracking_changes() -> Self {
+    pub fn new(caps: AccountCaps) -> Self {
         Self {
             accounts: HashMap::new(),
+            tally: AccountTally::new(caps),
+            changed: None,
+        }
+    }
+
+    /// A view that remembers which accounts changed (the aggregator's alerting reads that).
+    pub fn tracking_changes(caps: AccountCaps) -> Self {
+        Self {
             changed: Some(HashSet::new()),
+            ..Self::new(caps)
         }
     }
 
@@ -44,6 +56,13 @@ impl QuotaView {
             } => (project_id.clone(), account_id.clone()),
         };
         let key = (project_id, account_id);
+        if !self.accounts.contains_key(&key) {
+            match record {
+                QuotaRecord::Counters(_) if !self.tally.admit(&key.0) => return,
+                QuotaRecord::Counters(_) => {}
+                QuotaRecord::Settings { .. } => self.tally.force_admit(&key.0),
+            }
+        }
         let entry = self.accounts.entry(key.clone()).or_default();
         match record {
             QuotaRecord::Counters(c) => {
@@ -91,6 +110,7 @@ impl QuotaView {
         entry.counters.retain(|c| c.partition != partition);
         if entry.counters.is_empty() && entry.settings.is_none() {
             self.accounts.remove(&key);
+            self.tally.release(&key.0);
         }
         if let Some(changed) = &mut self.changed {
             changed.insert(key);
@@ -105,6 +125,17 @@ impl QuotaView {
     /// Every (project, account) in the view.
     pub fn keys(&self) -> Vec<(String, String)> {
         self.accounts.keys().cloned().collect()
+    }
+
+    /// Whether `project_id` (or the whole view) is at its cap: an account missing from the
+    /// view may then have usage the view does not hold.
+    pub fn is_full(&self, project_id: &str) -> bool {
+        self.tally.is_full(project_id)
+    }
+
+    /// Counters of new accounts not kept because of a cap, so far.
+    pub fn refused(&self) -> u64 {
+        self.tally.refused()
     }
 
     pub fn len(&self) -> usize {
@@ -139,7 +170,7 @@ mod tests {
     #[test]
     fn partitions_add_up_and_older_records_never_win() {
         let now = 1_795_000_000_000;
-        let mut view = QuotaView::tracking_changes();
+        let mut view = QuotaView::tracking_changes(AccountCaps::default());
         view.apply(counters(0, 10, 5, now));
         view.apply(counters(1, 3, 7, now));
         view.apply(counters(0, 9, 1000, now));
@@ -157,5 +188,39 @@ mod tests {
         view.apply_raw(Some(key(1).as_bytes()), None);
         assert!(view.account("p", "a").is_none());
         assert!(view.is_empty());
+    }
+
+    #[test]
+    fn a_full_project_keeps_its_accounts_and_settings_and_refuses_new_counters() {
+        let now = 1_795_000_000_000;
+        let mut view = QuotaView::new(AccountCaps {
+            per_project: 1,
+            total: 10,
+        });
+        let record = |project: &str, account: &str| {
+            let mut c = CounterRecord::new(project, account, 0);
+            c.add(now, 5, 0, 1, now);
+            QuotaRecord::Counters(c)
+        };
+        view.apply(record("p", "a"));
+        view.apply(record("p", "b"));
+        view.apply(record("q", "a"));
+        assert!(view.account("p", "b").is_none());
+        assert_eq!((view.len(), view.refused()), (2, 1));
+        assert!(view.is_full("p") && !view.is_full("r"));
+        view.apply(record("p", "a"));
+        assert_eq!(view.account("p", "a").unwrap().usage(now).day_tokens, 5);
+        view.apply(QuotaRecord::Settings {
+            project_id: "p".into(),
+            account_id: "c".into(),
+            settings: AccountSettings::default(),
+            updated_at_ms: now,
+        });
+        assert!(view.account("p", "c").is_some(), "settings are always kept");
+        // A tombstone frees the place.
+        view.apply_raw(Some(CounterRecord::new("p", "a", 0).key().as_bytes()), None);
+        view.apply_raw(Some(CounterRecord::new("p", "c", 0).key().as_bytes()), None);
+        assert!(view.account("p", "c").is_some(), "c has settings");
+        assert!(view.is_full("p"));
     }
 }

@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "quotas",
         sql: include_str!("../migrations/0003_quotas.sql"),
     },
+    Migration {
+        version: 4,
+        name: "session_models_cap",
+        sql: include_str!("../migrations/0004_session_models_cap.sql"),
+    },
 ];
 
 #[cfg(test)]

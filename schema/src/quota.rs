@@ -13,12 +13,14 @@
 //! writes), its computed cost, `llm_request` events as requests, and usage adjustments made
 //! through the admin API (signed: a credit lowers usage, never below zero).
 
+mod caps;
 mod check;
 pub mod numbers;
 mod records;
 #[cfg(test)]
 mod tests;
 
+pub use caps::{AccountCaps, AccountTally};
 pub use check::{evaluate, percent_of, CheckRequest, Decision, LimitState, Reason, Status, Usage};
 pub use records::{
     AccountSettings, CounterRecord, QuotaRecord, SecondSlot, Window, WindowStarts, WindowTotal,
@@ -191,6 +193,7 @@ pub struct QuotaConfig {
     pub fail_open: bool,
     /// Seconds without contact with `tally.quota.v1` after which the view counts as stale.
     pub stale_after_secs: u64,
+    pub accounts: AccountCaps,
 }
 
 impl Default for QuotaConfig {
@@ -247,6 +250,7 @@ impl Default for QuotaConfig {
             reserved_operations: BTreeMap::new(),
             fail_open: true,
             stale_after_secs: 30,
+            accounts: AccountCaps::default(),
         }
     }
 }

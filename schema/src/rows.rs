@@ -159,6 +159,10 @@ pub enum Priced {
     Unpriced,
 }
 
+/// Most distinct models a session's rollup lists: a client naming a new model in every event
+/// cannot grow the row (rewritten on each fold) or the session's answer without bound.
+pub const MAX_SESSION_MODELS: usize = 64;
+
 /// One row of `sessions`: the rollup of one session, replaced by each newer fold.
 ///
 /// `ReplacingMergeTree(kafka_offset)` keeps the row with the highest offset, which is the
@@ -187,7 +191,10 @@ pub struct SessionRow {
     pub provided_cost_nanos: i64,
     /// Events with usage whose model had no price at their time (priced at zero).
     pub unpriced_events: u64,
+    /// Distinct models seen, sorted; at most [`MAX_SESSION_MODELS`].
     pub models: Vec<String>,
+    /// 1 once a model arrived that the full `models` list could not take.
+    pub models_truncated: u8,
     pub ended: u8,
     pub kafka_partition: i32,
     pub kafka_offset: u64,
@@ -216,6 +223,7 @@ impl SessionRow {
             provided_cost_nanos: 0,
             unpriced_events: 0,
             models: Vec::new(),
+            models_truncated: 0,
             ended: 0,
             kafka_partition,
             kafka_offset: 0,
@@ -274,7 +282,11 @@ impl SessionRow {
         }
         if let Some(model) = &event.model {
             if let Err(i) = self.models.binary_search(model) {
-                self.models.insert(i, model.clone());
+                if self.models.len() < MAX_SESSION_MODELS {
+                    self.models.insert(i, model.clone());
+                } else {
+                    self.models_truncated = 1;
+                }
             }
         }
         self.kafka_partition = partition;

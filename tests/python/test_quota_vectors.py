@@ -5,7 +5,8 @@ with the vectors' `config`; every case runs its setup steps, then its request, a
 must match its `expect` (the file's `description` defines the format). A case that needs a
 stale quota view runs on an ingest of its own (one per distinct case config, without the
 aggregator) whose view is first seen fresh, then made stale by deleting its private quota
-topic: from then on it cannot read the quota topic, which is what a stale view is.
+topic: from then on it cannot read the quota topic, which is what a stale view is. A case
+that needs `own_ingest` runs on an ingest of its own with its config, view left fresh.
 
 Beside the cases: every reason code of the server (`Reason::as_str` in
 schema/src/quota/check.rs) has a refusing vector and a row in sdk-spec/README.md's table and
@@ -257,18 +258,20 @@ def make_stale(stack: services.Services) -> None:
 
 
 @pytest.fixture(scope="module")
-def stale_stack():
-    """`stale_stack(config)`: a started ingest with that config and a stale view, one per
-    distinct config, stopped after the module."""
+def own_stack():
+    """`own_stack(config, stale)`: a started ingest of its own with that config (no
+    aggregator), its view made stale when `stale`; one per distinct pair, stopped after the
+    module."""
     stacks: dict[str, services.Services] = {}
 
-    def get(config: dict) -> services.Services:
-        key = json.dumps(config, sort_keys=True)
+    def get(config: dict, stale: bool) -> services.Services:
+        key = json.dumps([config, stale], sort_keys=True)
         if key not in stacks:
             stack = services.Services(aggregator=False, ingest_config=config)
             stack.start()
             stacks[key] = stack
-            make_stale(stack)
+            if stale:
+                make_stale(stack)
         return stacks[key]
 
     yield get
@@ -281,11 +284,12 @@ def stale_stack():
 @pytest.mark.parametrize("case", CASES, ids=[c["name"] for c in CASES])
 def test_vector(case, request):
     needs = set(case.get("needs", []))
-    assert needs <= {"aggregator", "stale_view"}, f"unknown needs {needs}"
-    if "stale_view" in needs:
-        stack = request.getfixturevalue("stale_stack")(services.deep_merge(CONFIG, case.get("config", {})))
+    assert needs <= {"aggregator", "stale_view", "own_ingest"}, f"unknown needs {needs}"
+    if needs & {"stale_view", "own_ingest"}:
+        config = services.deep_merge(CONFIG, case.get("config", {}))
+        stack = request.getfixturevalue("own_stack")(config, "stale_view" in needs)
     else:
-        assert "config" not in case, "only stale_view cases run with a config of their own"
+        assert "config" not in case, "only stale_view and own_ingest cases run with a config of their own"
         stack = request.getfixturevalue("tally")
     run_case(stack, case)
 

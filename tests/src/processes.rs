@@ -34,6 +34,17 @@ pub fn binary(name: &str) -> PathBuf {
     })
 }
 
+/// A process's memory (`VmRSS`, or `VmHWM` for its peak) in KiB, from `/proc`.
+pub fn memory_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no {field} for {pid}"))
+}
+
 /// A topic and a database of one test, and the settings aggregator processes get.
 pub struct FoldStage {
     pub name: String,
@@ -111,6 +122,8 @@ impl FoldStage {
                 "TALLY_KAFKA__DEAD_LETTER_TOPIC",
                 &self.kafka.dead_letter_topic,
             )
+            .env("TALLY_KAFKA__QUOTA_TOPIC", &self.kafka.quota_topic)
+            .env("TALLY_KAFKA__ALERTS_TOPIC", &self.kafka.alerts_topic)
             .env("TALLY_CLICKHOUSE__URL", &self.clickhouse.url)
             .env("TALLY_CLICKHOUSE__DATABASE", &self.clickhouse.database)
             .env("RUST_LOG", "warn")

@@ -386,6 +386,51 @@ async fn hostile_input_never_stops_folding_loses_events_or_dodges_limits() {
     assert_eq!(status, 200, "{list}");
     assert_eq!(list["sessions"].as_array().map(Vec::len), Some(500));
 
+    // 7. A session that names 10,000 distinct models: every event folds, the session lists
+    //    the first 64 and says it was cut, and the by-model breakdown is cut with a flag.
+    let many: Vec<Value> = (0..10_000)
+        .map(|i| {
+            let mut e = response(
+                "many-models",
+                "acct-models",
+                now - ChronoDuration::minutes(7),
+                1,
+            );
+            e["model"] = json!(format!("house-model-{i:05}"));
+            e
+        })
+        .collect();
+    for chunk in many.chunks(1000) {
+        accepted.extend(post(&env, chunk, &[]).await);
+    }
+    let session = env
+        .poll(&env.key_a, "/v1/sessions/many-models", WAIT, |s| {
+            s["event_count"] == json!(10_000)
+        })
+        .await;
+    let models = session["models"].as_array().expect("models");
+    assert_eq!(models.len(), 64, "{session}");
+    assert_eq!(models[0], json!("house-model-00000"));
+    assert_eq!(session["models_truncated"], json!(true));
+    assert_eq!(session["unpriced_events"], json!(10_000));
+    let (status, breakdown) = env
+        .get(
+            &env.key_a,
+            &format!(
+                "/v1/metrics/cost?from={}&account_id=acct-models",
+                rfc3339(now - ChronoDuration::hours(1)).replace(':', "%3A")
+            ),
+        )
+        .await;
+    assert_eq!(status, 200, "{breakdown}");
+    assert_eq!(breakdown["by_model"].as_array().map(Vec::len), Some(100));
+    assert!(
+        breakdown["truncated"]
+            .as_array()
+            .is_some_and(|t| t.contains(&json!("by_model"))),
+        "{breakdown}"
+    );
+
     // The good workload after it all.
     let mut workload = Workload::new(11, now - ChronoDuration::hours(2));
     let good = workload.sessions(40, 4);

@@ -551,3 +551,55 @@ async fn a_stale_view_fails_open_or_closed_as_configured() {
     open.finish().await;
     closed.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_at_its_account_cap_keeps_its_accounts_and_says_which_are_untracked() {
+    let mut config = quota(1000);
+    config.fail_open = false;
+    config.accounts.per_project = 2;
+    let env = TestEnv::start_with(Options {
+        quota: Some(config),
+        ..Options::default()
+    })
+    .await;
+    post(&env, &[response("cap-a", 10), response("cap-b", 20)]).await;
+    wait_used(&env, &env.url, "cap-a", 10).await;
+    wait_used(&env, &env.url, "cap-b", 20).await;
+    post(&env, &[response("cap-c", 30), response("cap-a", 1)]).await;
+    // cap-a's later usage still counts; cap-c's usage folds into the rollups but gets no
+    // counters, and the check says so (refused here: this deployment fails closed).
+    let answer = wait_used(&env, &env.url, "cap-a", 11).await;
+    assert_eq!(answer["tracked"], json!(true), "{answer}");
+    env.poll(
+        &env.key_a,
+        "/v1/metrics/summary",
+        Duration::from_secs(30),
+        |s| s["llm_responses"] == json!(4),
+    )
+    .await;
+    let (status, answer) = check(&env, &env.url, &env.key_a, json!({"account_id": "cap-c"})).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (
+            answer["allowed"].clone(),
+            answer["reason"].clone(),
+            answer["tracked"].clone(),
+            day_used(&answer)
+        ),
+        (
+            json!(false),
+            json!("quota_account_cap"),
+            json!(false),
+            Some(0)
+        ),
+        "{answer}"
+    );
+    let (_, usage) = env.get(&env.key_a, "/v1/usage/cap-c").await;
+    assert_eq!(usage["tracked"], json!(false), "{usage}");
+    let metrics = env.aggregator_metrics().await;
+    assert!(
+        metrics.contains("tally_aggregator_quota_refused_accounts_total 1"),
+        "{metrics}"
+    );
+    env.finish().await;
+}

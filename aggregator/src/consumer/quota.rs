@@ -13,6 +13,8 @@ impl Aggregator {
     pub(super) async fn update_quota(&mut self, deltas: &[QuotaDelta]) -> anyhow::Result<()> {
         let now_ms = tally_quota::now_ms();
         let counters = self.ledger.fold(deltas, now_ms);
+        let refused = &self.metrics.quota_refused_accounts;
+        refused.inc_by(self.ledger.refused().saturating_sub(refused.get()));
         self.publish_counters(counters).await?;
         let spent = self.ledger.take_spent(now_ms);
         if !spent.is_empty() {

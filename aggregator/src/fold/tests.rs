@@ -111,6 +111,36 @@ fn unknown_models_cost_zero_and_are_flagged() {
 }
 
 #[test]
+fn a_session_lists_at_most_max_session_models_and_says_when_cut() {
+    use tally_schema::rows::MAX_SESSION_MODELS;
+    let count = MAX_SESSION_MODELS as u64 + 5;
+    let records: Vec<Record> = (0..count)
+        .map(|i| {
+            let mut e = event(u128::from(i) + 1, "s", EventType::LlmResponse, 1);
+            e.model = Some(format!("model-{i:03}"));
+            record(i, e)
+        })
+        .collect();
+    let mut folder = folder_with_loaded(&records);
+    let out = folder.fold(records.clone());
+    let session = &out.sessions[0];
+    assert_eq!(session.models.len(), MAX_SESSION_MODELS);
+    assert_eq!(session.models_truncated, 1);
+    assert_eq!(session.event_count, count);
+    // The models kept are the first to arrive, and a known one never sets the flag.
+    assert_eq!(session.models.last().map(String::as_str), Some("model-063"));
+    let mut full = session.clone();
+    full.models_truncated = 0;
+    full.fold(
+        &records[3].envelope.event,
+        tally_schema::rows::Priced::NoUsage,
+        0,
+        count,
+    );
+    assert_eq!(full.models_truncated, 0);
+}
+
+#[test]
 fn tool_events_fold_into_tool_rows() {
     let mut call = event(1, "s", EventType::ToolCall, 0);
     call.tool = Some(tally_schema::event::Tool {

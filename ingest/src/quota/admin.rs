@@ -79,7 +79,10 @@ pub async fn get_account(
     let principal = state.admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let (settings, _) = state.quota.lookup(&principal.project_id, &account, now_ms);
+    let settings = state
+        .quota
+        .lookup(&principal.project_id, &account, now_ms)
+        .settings;
     Ok(HttpResponse::Ok().json(settings_json(&state, &account, settings.as_ref())))
 }
 

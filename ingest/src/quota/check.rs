@@ -65,7 +65,7 @@ pub async fn post_check(
     let started = Instant::now();
     let now_ms = chrono::Utc::now().timestamp_millis();
     let quota = &state.quota;
-    let (decision, stale) = decide(quota, &principal.project_id, &account_id, &check, now_ms);
+    let (decision, view) = decide(quota, &principal.project_id, &account_id, &check, now_ms);
     state
         .metrics
         .quota_check_duration
@@ -81,7 +81,14 @@ pub async fn post_check(
         .quota_checks
         .with_label_values(&[outcome, reason])
         .inc();
-    Ok(respond(&decision, stale, now_ms))
+    Ok(respond(&decision, view, now_ms))
+}
+
+/// What the answer says of the view it was decided from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ViewState {
+    pub stale: bool,
+    pub tracked: bool,
 }
 
 /// Decides, and counts an admitted request in this replica's minute.
@@ -91,14 +98,26 @@ pub(super) fn decide(
     account_id: &str,
     check: &CheckRequest,
     now_ms: i64,
-) -> (Decision, bool) {
-    let (settings, usage) = quota.lookup(project_id, account_id, now_ms);
+) -> (Decision, ViewState) {
+    let super::Lookup {
+        settings,
+        usage,
+        tracked,
+    } = quota.lookup(project_id, account_id, now_ms);
     let (plan_name, plan) = quota.config.effective_limits(settings.as_ref());
     let mut decision = evaluate(&quota.config, &plan_name, &plan, &usage, check, now_ms);
     let stale = quota.is_stale(now_ms);
-    if stale && !quota.config.fail_open && decision.allowed {
+    // Failing closed: an answer the view cannot stand behind is a refusal.
+    let unsure = if stale {
+        Some(Reason::QuotaViewStale)
+    } else if !tracked {
+        Some(Reason::QuotaAccountCap)
+    } else {
+        None
+    };
+    if let (Some(reason), false, true) = (unsure, quota.config.fail_open, decision.allowed) {
         decision.allowed = false;
-        decision.reason = Some(Reason::QuotaViewStale);
+        decision.reason = Some(reason);
         decision.requires_upgrade = false;
     }
     if decision.allowed {
@@ -109,7 +128,7 @@ pub(super) fn decide(
             check.estimated_tokens,
         );
     }
-    (decision, stale)
+    (decision, ViewState { stale, tracked })
 }
 
 pub(super) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
@@ -155,7 +174,7 @@ fn percent(used: u64, limit: u64) -> f64 {
     }
 }
 
-fn respond(decision: &Decision, stale: bool, now_ms: i64) -> HttpResponse {
+fn respond(decision: &Decision, view: ViewState, now_ms: i64) -> HttpResponse {
     let mut response = HttpResponse::Ok();
     if let Some(tightest) = decision.tightest.map(|i| &decision.limits[i]) {
         let amount = |n: u64| match tightest.unit {
@@ -176,6 +195,7 @@ fn respond(decision: &Decision, stale: bool, now_ms: i64) -> HttpResponse {
         "plan": decision.plan,
         "limits": decision.limits.iter().map(|l| limit_json(l, now_ms)).collect::<Vec<_>>(),
         "requires_upgrade": decision.requires_upgrade,
-        "stale": stale,
+        "stale": view.stale,
+        "tracked": view.tracked,
     }))
 }

@@ -28,6 +28,15 @@ use tally_quota::{Follower, FollowerState, Publisher, QuotaView};
 use tally_runtime::kafka::KafkaConfig;
 use tally_schema::quota::{AccountSettings, QuotaConfig, QuotaRecord, Usage};
 
+/// An account as the view has it.
+pub struct Lookup {
+    pub settings: Option<AccountSettings>,
+    pub usage: Usage,
+    /// False when the account is not in the view because its project is at its cap
+    /// (`[quota.accounts]`): its usage is then unknown here.
+    pub tracked: bool,
+}
+
 /// The quota side of ingest's state.
 pub struct QuotaState {
     pub config: QuotaConfig,
@@ -44,8 +53,8 @@ impl QuotaState {
     /// A view that follows nothing (unit tests fill it with [`QuotaState::apply`]).
     pub fn detached(config: QuotaConfig) -> Self {
         Self {
+            view: Arc::new(RwLock::new(QuotaView::new(config.accounts))),
             config,
-            view: Arc::default(),
             local: LocalMinute::default(),
             follower: None,
             follower_state: Arc::default(),
@@ -56,7 +65,7 @@ impl QuotaState {
 
     /// Follows the quota topic and can publish to it.
     pub fn connect(config: QuotaConfig, kafka: &KafkaConfig) -> anyhow::Result<Self> {
-        let view: Arc<RwLock<QuotaView>> = Arc::default();
+        let view = Arc::new(RwLock::new(QuotaView::new(config.accounts)));
         let follower = {
             let view = view.clone();
             Follower::start(kafka, &kafka.quota_topic, move |key, payload| {
@@ -114,21 +123,27 @@ impl QuotaState {
         self.view.read().map(|v| v.len()).unwrap_or(0)
     }
 
+    /// Counters of new accounts the view did not keep because of `[quota.accounts]` caps.
+    pub fn refused_accounts(&self) -> u64 {
+        self.view.read().map(|v| v.refused()).unwrap_or(0)
+    }
+
     /// An account's settings and usage as the view has them.
-    pub fn lookup(
-        &self,
-        project_id: &str,
-        account_id: &str,
-        now_ms: i64,
-    ) -> (Option<AccountSettings>, Usage) {
+    pub fn lookup(&self, project_id: &str, account_id: &str, now_ms: i64) -> Lookup {
         let view = self.view.read().ok();
         let account = view
             .as_ref()
             .and_then(|v| v.account(project_id, account_id));
         let settings = account.and_then(|a| a.settings.clone());
         let usage = account.map(|a| a.usage(now_ms)).unwrap_or_default();
+        // An account missing from a project at its cap may have usage the view did not keep.
+        let tracked = account.is_some() || !view.as_ref().is_some_and(|v| v.is_full(project_id));
         let (requests, tokens, oldest) = self.local.usage(project_id, account_id, now_ms / 1000);
-        (settings, usage.with_local(requests, tokens, oldest))
+        Lookup {
+            settings,
+            usage: usage.with_local(requests, tokens, oldest),
+            tracked,
+        }
     }
 
     /// Publishes a record to the quota topic and applies it here.

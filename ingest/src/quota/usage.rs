@@ -71,7 +71,11 @@ pub async fn get_usage(
     let account_id = account_id(&principal, &path.into_inner())?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let quota = &state.quota;
-    let (settings, usage) = quota.lookup(&principal.project_id, &account_id, now_ms);
+    let super::Lookup {
+        settings,
+        usage,
+        tracked,
+    } = quota.lookup(&principal.project_id, &account_id, now_ms);
     let (plan_name, plan) = quota.config.effective_limits(settings.as_ref());
     let decision = evaluate(
         &quota.config,
@@ -146,6 +150,7 @@ pub async fn get_usage(
         "plan": plan_name,
         "status": status.as_str(),
         "stale": quota.is_stale(now_ms),
+        "tracked": tracked,
         "limits": limits,
         "windows": {
             "minute": {"requests": usage.minute_requests, "tokens": usage.minute_tokens},

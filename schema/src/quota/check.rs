@@ -30,10 +30,11 @@ pub enum Reason {
     ModelNotAllowed,
     OperationNotInPlan,
     QuotaViewStale,
+    QuotaAccountCap,
 }
 
 impl Reason {
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 11] = [
         Self::TokensPerDayExceeded,
         Self::TokensPerMonthExceeded,
         Self::CostPerMonthExceeded,
@@ -44,6 +45,7 @@ impl Reason {
         Self::ModelNotAllowed,
         Self::OperationNotInPlan,
         Self::QuotaViewStale,
+        Self::QuotaAccountCap,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -58,6 +60,7 @@ impl Reason {
             Self::ModelNotAllowed => "model_not_allowed",
             Self::OperationNotInPlan => "operation_not_in_plan",
             Self::QuotaViewStale => "quota_view_stale",
+            Self::QuotaAccountCap => "quota_account_cap",
         }
     }
 
@@ -65,7 +68,10 @@ impl Reason {
     fn wants_upgrade(self) -> bool {
         !matches!(
             self,
-            Self::RequestsPerMinuteExceeded | Self::TokensPerMinuteExceeded | Self::QuotaViewStale
+            Self::RequestsPerMinuteExceeded
+                | Self::TokensPerMinuteExceeded
+                | Self::QuotaViewStale
+                | Self::QuotaAccountCap
         )
     }
 }

@@ -25,6 +25,7 @@ export type QuotaReason =
   | "model_not_allowed"
   | "operation_not_in_plan"
   | "quota_view_stale"
+  | "quota_account_cap"
   /** Set by the client when Tally did not answer (see `source`). */
   | "quota_unavailable"
   | (string & {});

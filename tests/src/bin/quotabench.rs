@@ -39,13 +39,7 @@ struct Cli {
 }
 
 fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmRSS for {pid}"))
+    tally_tests::processes::memory_kib(pid, "VmRSS")
 }
 
 async fn view_accounts(http: &reqwest::Client, url: &str) -> u64 {

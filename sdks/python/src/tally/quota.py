@@ -22,6 +22,7 @@ KNOWN_REASONS = (
     "model_not_allowed",
     "operation_not_in_plan",
     "quota_view_stale",
+    "quota_account_cap",
 )
 """Reasons the server is known to give; others may come and are passed through as they are."""
 
