@@ -14,9 +14,13 @@
 #  6. read API: tally-readbench writes 10 million events over 30 days straight into a
 #     database of its own (raw events and every rollup, folded as the aggregator folds them;
 #     through Kafka it would take several times as long), then times a session's timeline and the 30-day
-#     metrics through ingest, says where the time goes, reports the size on disk, and drops it.
+#     metrics through ingest, says where the time goes, reports the size on disk, and drops it;
+#  7. state: tally-statebench posts one event per new session, accounts round-robin over four
+#     projects, through ingest (release processes of their own) and reports both processes'
+#     memory once every event is folded and every account is in ingest's quota view.
 # BENCH_SECONDS, BENCH_MATRIX_SECONDS, BENCH_BATCH, BENCH_CONCURRENCY, BENCH_RATE,
-# BENCH_FOLD_SESSIONS, BENCH_QUOTA_ACCOUNTS, BENCH_QUOTA_RATE and BENCH_READ_EVENTS change it.
+# BENCH_FOLD_SESSIONS, BENCH_QUOTA_ACCOUNTS, BENCH_QUOTA_RATE, BENCH_READ_EVENTS,
+# BENCH_STATE_SESSIONS and BENCH_STATE_ACCOUNTS change it.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -102,3 +106,8 @@ echo "== 6. read API on ${BENCH_READ_EVENTS:-10000000} events over 30 days"
 TALLY_TEST_CLICKHOUSE="http://127.0.0.1:${TALLY_CLICKHOUSE_HTTP_PORT:-8123}" \
   TALLY_TEST_KAFKA="127.0.0.1:${TALLY_KAFKA_PORT:-9092}" \
   "$TARGET/release/tally-readbench" --events "${BENCH_READ_EVENTS:-10000000}"
+echo "== 7. memory of ingest and the aggregator: ${BENCH_STATE_SESSIONS:-300000} sessions, ${BENCH_STATE_ACCOUNTS:-30000} accounts"
+TALLY_TEST_CLICKHOUSE="http://127.0.0.1:${TALLY_CLICKHOUSE_HTTP_PORT:-8123}" \
+  TALLY_TEST_KAFKA="127.0.0.1:${TALLY_KAFKA_PORT:-9092}" \
+  "$TARGET/release/tally-statebench" --sessions "${BENCH_STATE_SESSIONS:-300000}" \
+  --accounts "${BENCH_STATE_ACCOUNTS:-30000}"

@@ -418,29 +418,24 @@ impl Aggregator {
                 .await?;
             self.folder.add_sessions(&project_id, &session_ids, rows);
         }
-        for group in plan.groups {
-            let (project, bucket, partition) = (
-                group.project_id.clone(),
-                group.bucket,
-                group.kafka_partition,
-            );
+        for (group, ids) in plan.rows {
+            let (project, at) = (&group.project_id, (group.bucket, group.kafka_partition));
             match group.table {
                 GroupTable::Usage(granularity) => {
                     let rows = self
                         .retry("load usage rows", || {
-                            self.store
-                                .load_usage_group(granularity, &project, bucket, partition)
+                            self.store.load_usage_rows(granularity, project, at, &ids)
                         })
                         .await?;
-                    self.folder.add_usage_group(group, granularity, rows);
+                    self.folder.add_usage_rows(granularity, rows);
                 }
                 GroupTable::Tools => {
                     let rows = self
                         .retry("load tool rows", || {
-                            self.store.load_tool_group(&project, bucket, partition)
+                            self.store.load_tool_rows(project, at, &ids)
                         })
                         .await?;
-                    self.folder.add_tool_group(group, rows);
+                    self.folder.add_tool_rows(rows);
                 }
             }
         }

@@ -7,7 +7,7 @@
 //! (a redelivery after a crash or rebalance, or a write that reached some tables only).
 
 use crate::dedup::{DedupConfig, DedupWindow, EventKey, Seen};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tally_schema::envelope::Envelope;
 use tally_schema::pricing::PriceTable;
 use tally_schema::rollups::adjustment_tokens;
@@ -32,7 +32,8 @@ fn session_key(envelope: &Envelope) -> SessionKey {
     )
 }
 
-/// The rows of one table that one partition holds in one time bucket; loaded as a unit.
+/// The rows of one table that one partition holds in one time bucket: one lookup reads the
+/// rows of some of its accounts (usage) or tools.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Group {
     pub table: GroupTable,
@@ -52,7 +53,10 @@ pub enum GroupTable {
 pub struct LoadPlan {
     /// Session ids by project.
     pub sessions: BTreeMap<String, Vec<String>>,
-    pub groups: BTreeSet<Group>,
+    /// Usage and tool rows by group: the accounts (usage) or tool names (tools) whose rows
+    /// the batch touches and memory does not hold. Loading every row of these ids is enough:
+    /// a touched row ClickHouse does not return does not exist yet.
+    pub rows: BTreeMap<Group, Vec<String>>,
 }
 
 /// What one fold produced, to be written before offsets are committed.
@@ -89,9 +93,14 @@ pub struct Folder {
     sessions: HashMap<SessionKey, SessionRow>,
     usage: HashMap<UsageKey, UsageRow>,
     tools: HashMap<ToolKey, ToolRow>,
-    loaded_groups: HashSet<Group>,
     windows: HashMap<i32, DedupWindow>,
     max_cached_rows: usize,
+}
+
+fn listed<K: Ord>(map: BTreeMap<K, BTreeSet<String>>) -> BTreeMap<K, Vec<String>> {
+    map.into_iter()
+        .map(|(key, ids)| (key, ids.into_iter().collect()))
+        .collect()
 }
 
 fn usage_group(key: &UsageKey) -> Group {
@@ -120,7 +129,6 @@ impl Folder {
             sessions: HashMap::new(),
             usage: HashMap::new(),
             tools: HashMap::new(),
-            loaded_groups: HashSet::new(),
             windows: HashMap::new(),
             max_cached_rows,
         }
@@ -129,7 +137,7 @@ impl Folder {
     /// The rows `records` touch that are not in memory.
     pub fn plan(&self, records: &[Record]) -> LoadPlan {
         let mut sessions: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
-        let mut groups = BTreeSet::new();
+        let mut rows: BTreeMap<Group, BTreeSet<String>> = BTreeMap::new();
         for record in records {
             let envelope = &record.envelope;
             let key = session_key(envelope);
@@ -137,30 +145,28 @@ impl Folder {
                 sessions.entry(key.0).or_default().insert(key.1);
             }
             for granularity in Granularity::ALL {
-                let group = usage_group(&UsageKey::of(
+                let key = UsageKey::of(
                     granularity,
                     &envelope.project_id,
                     &envelope.event,
                     record.partition,
-                ));
-                if !self.loaded_groups.contains(&group) {
-                    groups.insert(group);
+                );
+                if !self.usage.contains_key(&key) {
+                    let account = key.account_id.clone();
+                    rows.entry(usage_group(&key)).or_default().insert(account);
                 }
             }
             if let Some(key) = ToolKey::of(&envelope.project_id, &envelope.event, record.partition)
             {
-                let group = tool_group(&key);
-                if !self.loaded_groups.contains(&group) {
-                    groups.insert(group);
+                if !self.tools.contains_key(&key) {
+                    let tool = key.tool_name.clone();
+                    rows.entry(tool_group(&key)).or_default().insert(tool);
                 }
             }
         }
         LoadPlan {
-            sessions: sessions
-                .into_iter()
-                .map(|(p, s)| (p, s.into_iter().collect()))
-                .collect(),
-            groups,
+            sessions: listed(sessions),
+            rows: listed(rows),
         }
     }
 
@@ -177,19 +183,21 @@ impl Folder {
         }
     }
 
-    /// Takes in the usage rows of a group (all of them: rows not returned do not exist yet).
-    pub fn add_usage_group(&mut self, group: Group, granularity: Granularity, rows: Vec<UsageRow>) {
+    /// Takes in the usage rows loaded for a [`LoadPlan`]; a row memory already holds is
+    /// newer than or equal to ClickHouse's and is kept.
+    pub fn add_usage_rows(&mut self, granularity: Granularity, rows: Vec<UsageRow>) {
         for row in rows {
-            self.usage.insert(UsageKey::of_row(granularity, &row), row);
+            self.usage
+                .entry(UsageKey::of_row(granularity, &row))
+                .or_insert(row);
         }
-        self.loaded_groups.insert(group);
     }
 
-    pub fn add_tool_group(&mut self, group: Group, rows: Vec<ToolRow>) {
+    /// Takes in the tool rows loaded for a [`LoadPlan`], as [`Folder::add_usage_rows`].
+    pub fn add_tool_rows(&mut self, rows: Vec<ToolRow>) {
         for row in rows {
-            self.tools.insert(ToolKey::of_row(&row), row);
+            self.tools.entry(ToolKey::of_row(&row)).or_insert(row);
         }
-        self.loaded_groups.insert(group);
     }
 
     /// Adds ids known from the event store to a partition's window.
@@ -220,16 +228,12 @@ impl Folder {
         self.sessions.clear();
         self.usage.clear();
         self.tools.clear();
-        self.loaded_groups.clear();
     }
 
     /// Forgets all cached state.
     pub fn forget_all(&mut self) {
         self.windows.clear();
-        self.sessions.clear();
-        self.usage.clear();
-        self.tools.clear();
-        self.loaded_groups.clear();
+        self.forget_rows();
     }
 
     fn price(&self, envelope: &Envelope) -> Priced {
@@ -424,32 +428,28 @@ impl Folder {
             .retain(|_, row| row.kafka_partition != partition);
         self.usage.retain(|key, _| key.kafka_partition != partition);
         self.tools.retain(|key, _| key.kafka_partition != partition);
-        self.loaded_groups
-            .retain(|group| group.kafka_partition != partition);
     }
 
-    /// Past the cache limit, keeps only what this batch touched; everything else is in
-    /// ClickHouse once the output is written and is reloaded on demand.
+    /// Past the cache limit, drops the sessions this batch did not touch, then, if that is not
+    /// enough, its untouched usage and tool rows; what is dropped is in ClickHouse once the
+    /// output is written and is reloaded on demand. Sessions go first: most are not seen
+    /// again, while an account's usage row serves its every later event of the hour or day.
     fn trim(
         &mut self,
         sessions: &BTreeSet<SessionKey>,
         usage: &BTreeSet<UsageKey>,
         tools: &BTreeSet<ToolKey>,
     ) {
-        if self.sessions.len() + self.usage.len() + self.tools.len() <= self.max_cached_rows {
+        let cached = |f: &Self| f.sessions.len() + f.usage.len() + f.tools.len();
+        if cached(self) <= self.max_cached_rows {
             return;
         }
-        let groups: HashSet<Group> = usage
-            .iter()
-            .map(usage_group)
-            .chain(tools.iter().map(tool_group))
-            .collect();
         self.sessions.retain(|key, _| sessions.contains(key));
-        self.usage
-            .retain(|key, _| groups.contains(&usage_group(key)));
-        self.tools
-            .retain(|key, _| groups.contains(&tool_group(key)));
-        self.loaded_groups.retain(|group| groups.contains(group));
+        if cached(self) <= self.max_cached_rows {
+            return;
+        }
+        self.usage.retain(|key, _| usage.contains(key));
+        self.tools.retain(|key, _| tools.contains(key));
     }
 }
 

@@ -1,4 +1,9 @@
 use clap::{Parser, Subcommand};
+
+// Batches allocate and free many rows, strings and histograms at once; mimalloc returns that
+// memory where the system allocator keeps it fragmented (BENCHMARKS.md, section 7).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::path::PathBuf;
 use tally_aggregator::config::AggregatorConfig;
 

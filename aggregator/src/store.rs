@@ -67,25 +67,62 @@ impl Store {
         insert_all(&self.client, "tool_usage_hourly", &out.tools).await
     }
 
-    /// Every usage row one partition holds in one bucket.
-    pub async fn load_usage_group(
+    /// The usage rows of `accounts` one partition holds in one bucket, in bounded lookups.
+    pub async fn load_usage_rows(
         &self,
         granularity: Granularity,
         project_id: &str,
-        bucket: u32,
-        partition: i32,
+        (bucket, partition): (u32, i32),
+        accounts: &[String],
     ) -> Result<Vec<UsageRow>, clickhouse::error::Error> {
         let query = match granularity {
             Granularity::Hour => queries::USAGE_HOURLY_GROUP,
             Granularity::Day => queries::USAGE_DAILY_GROUP,
         };
-        self.client
-            .query(query.sql)
-            .bind(project_id)
-            .bind(bucket)
-            .bind(partition)
-            .fetch_all()
+        self.load_group_rows(query.sql, project_id, (bucket, partition), accounts)
             .await
+    }
+
+    /// The tool rows of `tools` one partition holds in one hour, in bounded lookups.
+    pub async fn load_tool_rows(
+        &self,
+        project_id: &str,
+        (bucket, partition): (u32, i32),
+        tools: &[String],
+    ) -> Result<Vec<ToolRow>, clickhouse::error::Error> {
+        self.load_group_rows(
+            queries::TOOL_USAGE_GROUP.sql,
+            project_id,
+            (bucket, partition),
+            tools,
+        )
+        .await
+    }
+
+    async fn load_group_rows<T>(
+        &self,
+        sql: &str,
+        project_id: &str,
+        (bucket, partition): (u32, i32),
+        ids: &[String],
+    ) -> Result<Vec<T>, clickhouse::error::Error>
+    where
+        T: clickhouse::RowOwned + clickhouse::RowRead,
+    {
+        let mut rows = Vec::new();
+        for chunk in lookup_chunks(ids) {
+            let mut part = self
+                .client
+                .query(sql)
+                .bind(project_id)
+                .bind(bucket)
+                .bind(partition)
+                .bind(chunk)
+                .fetch_all::<T>()
+                .await?;
+            rows.append(&mut part);
+        }
+        Ok(rows)
     }
 
     /// The raw events a rebuild of `partition` folds again (see `queries::REBUILD_EVENTS`).
@@ -103,22 +140,6 @@ impl Store {
             .bind(control_offset)
             .bind(from_secs)
             .bind(to_secs)
-            .fetch_all()
-            .await
-    }
-
-    /// Every tool row one partition holds in one hour.
-    pub async fn load_tool_group(
-        &self,
-        project_id: &str,
-        bucket: u32,
-        partition: i32,
-    ) -> Result<Vec<ToolRow>, clickhouse::error::Error> {
-        self.client
-            .query(queries::TOOL_USAGE_GROUP.sql)
-            .bind(project_id)
-            .bind(bucket)
-            .bind(partition)
             .fetch_all()
             .await
     }

@@ -1,3 +1,4 @@
 SELECT project_id, bucket, account_id, model, operation, kafka_partition, events, llm_requests, llm_responses, errors, input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, adjusted_tokens, cost_nanos, provided_cost_nanos, unpriced_events, duration_count, duration_sum_ms, duration_hist, ttft_count, ttft_sum_ms, ttft_hist, kafka_offset
 FROM usage_hourly FINAL
-WHERE project_id = ? AND bucket = toDateTime(?) AND kafka_partition = ?
+-- Only the rows of the batch's accounts: a group can hold rows of millions of them.
+WHERE project_id = ? AND bucket = toDateTime(?) AND kafka_partition = ? AND account_id IN (SELECT arrayJoin(?))

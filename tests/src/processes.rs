@@ -45,6 +45,20 @@ pub fn memory_kib(pid: u32, field: &str) -> anyhow::Result<u64> {
         .ok_or_else(|| anyhow::anyhow!("no {field} for {pid}"))
 }
 
+/// The aggregator's time by batch phase (`load=2.70s fold=2.13s …`), from its `/metrics`.
+pub fn phase_times(metrics: &str) -> String {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("tally_aggregator_batch_phase_duration_seconds_sum"))
+        .filter_map(|l| {
+            let phase = l.split('"').nth(1)?;
+            let secs: f64 = l.split_whitespace().last()?.parse().ok()?;
+            Some(format!("{phase}={secs:.2}s"))
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 /// A topic and a database of one test, and the settings aggregator processes get.
 pub struct FoldStage {
     pub name: String,

@@ -91,6 +91,7 @@ fn expected_rollup(events: &[Value]) -> Value {
         "provided_cost_nanos": cost_nanos,
         "computed_cost_nanos": computed_nanos,
         "unpriced_events": 0,
+        "models_truncated": models.len() > tally_schema::rows::MAX_SESSION_MODELS,
         "models": models,
         "state": if count("session_end") > 0 { "ended" } else { "active" },
         "status": if errors > 0 { "error" } else { "ok" },

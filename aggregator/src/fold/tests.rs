@@ -40,18 +40,11 @@ fn record(offset: u64, event: Event) -> Record {
     }
 }
 
+/// Loads what the plan asks for from an empty ClickHouse: no rows anywhere.
 fn load_nothing(folder: &mut Folder, records: &[Record]) {
     let plan = folder.plan(records);
     for (project, sessions) in plan.sessions {
         folder.add_sessions(&project, &sessions, Vec::new());
-    }
-    for group in plan.groups {
-        match group.table {
-            GroupTable::Usage(granularity) => {
-                folder.add_usage_group(group, granularity, Vec::new())
-            }
-            GroupTable::Tools => folder.add_tool_group(group, Vec::new()),
-        }
     }
 }
 
@@ -184,6 +177,54 @@ fn a_partial_write_is_completed_without_double_counting() {
 }
 
 #[test]
+fn past_the_cache_limit_untouched_sessions_go_before_usage_rows() {
+    // Two batches of three new sessions each, in one hour and on one model: two usage rows
+    // (the hour's and the day's) and six sessions pass a limit of five cached rows.
+    let batch = |first: u64| -> Vec<Record> {
+        (first..first + 3)
+            .map(|i| {
+                record(
+                    i,
+                    event(
+                        u128::from(i) + 1,
+                        &format!("s{i}"),
+                        EventType::LlmResponse,
+                        1,
+                    ),
+                )
+            })
+            .collect()
+    };
+    let mut folder = Folder::new(DedupConfig::default(), PriceTable::built_in(), 5);
+    let first = batch(0);
+    load_nothing(&mut folder, &first);
+    folder.fold(first);
+    let second = batch(3);
+    let plan = folder.plan(&second);
+    assert!(
+        plan.rows.is_empty(),
+        "the hour's and day's usage rows are cached"
+    );
+    for (project, sessions) in plan.sessions {
+        folder.add_sessions(&project, &sessions, Vec::new());
+    }
+    folder.fold(second);
+    // Three sessions of the first batch were dropped; the usage rows stayed, so a third batch
+    // in the same hour loads its new sessions only.
+    assert_eq!(folder.sessions.len(), 3);
+    assert!(folder.plan(&batch(6)).rows.is_empty());
+    assert_eq!(
+        folder
+            .plan(&batch(0))
+            .sessions
+            .values()
+            .map(Vec::len)
+            .sum::<usize>(),
+        3
+    );
+}
+
+#[test]
 fn a_redelivered_batch_changes_nothing() {
     let records: Vec<Record> = (0..5)
         .map(|i| record(i, event(u128::from(i) + 1, "s", EventType::LlmRequest, 10)))
@@ -195,16 +236,17 @@ fn a_redelivered_batch_changes_nothing() {
     // A restarted aggregator reloads the rows and sees the same records again.
     let mut restarted = new_folder();
     restarted.add_sessions("proj", &["s".into()], vec![state.clone()]);
-    for group in restarted.plan(&records).groups {
+    for (group, accounts) in restarted.plan(&records).rows {
         let GroupTable::Usage(granularity) = group.table else {
             continue;
         };
+        assert_eq!(accounts, vec!["acct".to_owned()]);
         let rows = if granularity == Granularity::Hour {
             first.usage_hourly.clone()
         } else {
             first.usage_daily.clone()
         };
-        restarted.add_usage_group(group, granularity, rows);
+        restarted.add_usage_rows(granularity, rows);
     }
     let again = restarted.fold(records.clone());
     assert!(again.events.is_empty());

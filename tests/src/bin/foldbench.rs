@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 use tally_runtime::clickhouse::ClickHouseConfig;
 use tally_schema::rows::EventRow;
-use tally_tests::processes::{terminate, FoldStage};
+use tally_tests::processes::{phase_times, terminate, FoldStage};
 use tally_tests::replay::Replay;
 
 #[derive(Debug, Parser)]
@@ -67,16 +67,7 @@ async fn main() -> anyhow::Result<()> {
         stored >= replay.truth.unique_events,
         "folding did not finish: {stored} stored"
     );
-    let phases: Vec<String> = metrics
-        .lines()
-        .filter(|l| l.starts_with("tally_aggregator_batch_phase_duration_seconds_sum"))
-        .filter_map(|l| {
-            let phase = l.split('"').nth(1)?;
-            let secs: f64 = l.split_whitespace().last()?.parse().ok()?;
-            Some(format!("{phase}={secs:.2}s"))
-        })
-        .collect();
-    println!("aggregator_time_by_phase {}", phases.join(" "));
+    println!("aggregator_time_by_phase {}", phase_times(&metrics));
     let reading = stage.read("bench", "usage_hourly").await;
     println!("fold_secs={fold_secs:.2} (includes the aggregator's start)");
     println!("fold_records_per_sec={:.0}", records as f64 / fold_secs);

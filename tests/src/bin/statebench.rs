@@ -14,7 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_tests::private_stack::free_port;
-use tally_tests::processes::{binary, memory_kib, terminate, FoldStage, KillOnDrop};
+use tally_tests::processes::{binary, memory_kib, phase_times, terminate, FoldStage, KillOnDrop};
 use tally_tests::workload::batch_body;
 
 #[derive(Debug, Parser)]
@@ -235,14 +235,19 @@ async fn main() -> anyhow::Result<()> {
         .query("SELECT uniqExact(session_id) FROM sessions")
         .fetch_one()
         .await?;
-    let refused = metric(
-        &http,
-        &format!("http://{aggregator_listen}/metrics"),
-        "tally_aggregator_quota_refused_accounts_total",
-    )
-    .await;
+    let aggregator_metrics = http
+        .get(format!("http://{aggregator_listen}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let refused = aggregator_metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("tally_aggregator_quota_refused_accounts_total "))
+        .unwrap_or("?")
+        .to_owned();
     println!(
-        "sessions={} accounts={} projects={} events_stored={stored} sessions_stored={sessions} view_accounts={view_accounts} refused_accounts={refused:?}",
+        "sessions={} accounts={} projects={} events_stored={stored} sessions_stored={sessions} view_accounts={view_accounts} refused_accounts={refused}",
         args.sessions, args.accounts, args.projects
     );
     println!(
@@ -261,6 +266,10 @@ async fn main() -> anyhow::Result<()> {
         start_mib.1,
         aggregator_peak.mib(),
         mib(aggregator_pid)
+    );
+    println!(
+        "aggregator_time_by_phase {}",
+        phase_times(&aggregator_metrics)
     );
     let (mut aggregator, mut ingest) = (aggregator, ingest);
     terminate(&mut ingest.0);
