@@ -410,32 +410,37 @@ impl Aggregator {
     /// Loads the rows the batch touches that are not in memory.
     async fn load(&mut self, records: &[Record]) -> Result<(), CallError> {
         let plan = self.folder.plan(records);
-        for (project_id, session_ids) in plan.sessions {
+        for (project_id, session_ids) in &plan.sessions {
             let rows = self
                 .retry("load sessions", || {
-                    self.store.load_sessions(&project_id, &session_ids)
+                    self.store.load_sessions(project_id, session_ids)
                 })
                 .await?;
-            self.folder.add_sessions(&project_id, &session_ids, rows);
+            self.folder.add_sessions(project_id, session_ids, rows);
         }
-        for (group, ids) in plan.rows {
-            let (project, at) = (&group.project_id, (group.bucket, group.kafka_partition));
-            match group.table {
+        for ((table, project), lookup) in plan.lookups() {
+            let at = (&lookup.buckets[..], &lookup.partitions[..]);
+            match table {
                 GroupTable::Usage(granularity) => {
                     let rows = self
                         .retry("load usage rows", || {
-                            self.store.load_usage_rows(granularity, project, at, &ids)
+                            self.store
+                                .load_usage_rows(granularity, &project, at, &lookup.ids)
                         })
                         .await?;
-                    self.folder.add_usage_rows(granularity, rows);
+                    let wanted = rows
+                        .into_iter()
+                        .filter(|row| plan.wants_usage(granularity, row));
+                    self.folder.add_usage_rows(granularity, wanted.collect());
                 }
                 GroupTable::Tools => {
                     let rows = self
                         .retry("load tool rows", || {
-                            self.store.load_tool_rows(project, at, &ids)
+                            self.store.load_tool_rows(&project, at, &lookup.ids)
                         })
                         .await?;
-                    self.folder.add_tool_rows(rows);
+                    let wanted = rows.into_iter().filter(|row| plan.wants_tool(row));
+                    self.folder.add_tool_rows(wanted.collect());
                 }
             }
         }

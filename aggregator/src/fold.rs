@@ -59,6 +59,60 @@ pub struct LoadPlan {
     pub rows: BTreeMap<Group, Vec<String>>,
 }
 
+/// One lookup of a [`LoadPlan`]: a table's rows of one project in some buckets, partitions
+/// and ids (accounts or tools), a superset of the rows asked for.
+#[derive(Debug, Default)]
+pub struct RowLookup {
+    pub buckets: Vec<u32>,
+    pub partitions: Vec<i32>,
+    pub ids: Vec<String>,
+}
+
+impl LoadPlan {
+    /// The plan's rows as one lookup per table and project.
+    pub fn lookups(&self) -> BTreeMap<(GroupTable, String), RowLookup> {
+        let mut lookups: BTreeMap<(GroupTable, String), RowLookup> = BTreeMap::new();
+        for (group, ids) in &self.rows {
+            let lookup = lookups
+                .entry((group.table, group.project_id.clone()))
+                .or_default();
+            lookup.buckets.push(group.bucket);
+            lookup.partitions.push(group.kafka_partition);
+            lookup.ids.extend(ids.iter().cloned());
+        }
+        for lookup in lookups.values_mut() {
+            lookup.buckets.sort_unstable();
+            lookup.buckets.dedup();
+            lookup.partitions.sort_unstable();
+            lookup.partitions.dedup();
+            lookup.ids.sort_unstable();
+            lookup.ids.dedup();
+        }
+        lookups
+    }
+
+    /// Whether the plan asked for this row (a lookup also returns rows of other partitions
+    /// and buckets, which must not enter the cache: another replica may own them).
+    pub fn wants(&self, group: &Group, id: &str) -> bool {
+        self.rows
+            .get(group)
+            .is_some_and(|ids| ids.binary_search_by(|i| i.as_str().cmp(id)).is_ok())
+    }
+
+    /// Whether the plan asked for this usage row.
+    pub fn wants_usage(&self, granularity: Granularity, row: &UsageRow) -> bool {
+        self.wants(
+            &usage_group(&UsageKey::of_row(granularity, row)),
+            &row.account_id,
+        )
+    }
+
+    /// Whether the plan asked for this tool row.
+    pub fn wants_tool(&self, row: &ToolRow) -> bool {
+        self.wants(&tool_group(&ToolKey::of_row(row)), &row.tool_name)
+    }
+}
+
 /// What one fold produced, to be written before offsets are committed.
 #[derive(Debug, Default)]
 pub struct FoldOutput {

@@ -67,43 +67,45 @@ impl Store {
         insert_all(&self.client, "tool_usage_hourly", &out.tools).await
     }
 
-    /// The usage rows of `accounts` one partition holds in one bucket, in bounded lookups.
+    /// The usage rows of one project in `buckets` × `partitions` × `accounts` (bounded
+    /// lookups by account), a superset of what a batch touches.
     pub async fn load_usage_rows(
         &self,
         granularity: Granularity,
         project_id: &str,
-        (bucket, partition): (u32, i32),
+        (buckets, partitions): (&[u32], &[i32]),
         accounts: &[String],
     ) -> Result<Vec<UsageRow>, clickhouse::error::Error> {
         let query = match granularity {
             Granularity::Hour => queries::USAGE_HOURLY_GROUP,
             Granularity::Day => queries::USAGE_DAILY_GROUP,
         };
-        self.load_group_rows(query.sql, project_id, (bucket, partition), accounts)
+        self.load_rollup_rows(query.sql, project_id, (buckets, partitions), accounts)
             .await
     }
 
-    /// The tool rows of `tools` one partition holds in one hour, in bounded lookups.
+    /// The tool rows of one project in `buckets` × `partitions` × `tools`, as
+    /// [`Store::load_usage_rows`].
     pub async fn load_tool_rows(
         &self,
         project_id: &str,
-        (bucket, partition): (u32, i32),
+        (buckets, partitions): (&[u32], &[i32]),
         tools: &[String],
     ) -> Result<Vec<ToolRow>, clickhouse::error::Error> {
-        self.load_group_rows(
+        self.load_rollup_rows(
             queries::TOOL_USAGE_GROUP.sql,
             project_id,
-            (bucket, partition),
+            (buckets, partitions),
             tools,
         )
         .await
     }
 
-    async fn load_group_rows<T>(
+    async fn load_rollup_rows<T>(
         &self,
         sql: &str,
         project_id: &str,
-        (bucket, partition): (u32, i32),
+        (buckets, partitions): (&[u32], &[i32]),
         ids: &[String],
     ) -> Result<Vec<T>, clickhouse::error::Error>
     where
@@ -115,8 +117,8 @@ impl Store {
                 .client
                 .query(sql)
                 .bind(project_id)
-                .bind(bucket)
-                .bind(partition)
+                .bind(buckets)
+                .bind(partitions)
                 .bind(chunk)
                 .fetch_all::<T>()
                 .await?;

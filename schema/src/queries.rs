@@ -37,22 +37,24 @@ pub const KNOWN_EVENTS: Query = Query {
     sql: include_str!("../queries/known_events.sql"),
 };
 
-/// The rows one partition holds in one hour of `usage_hourly` for some accounts.
-/// Binds: project_id, bucket (Unix seconds), kafka_partition, array of account_id.
+/// Rows of `usage_hourly` of one project in some hours, partitions and accounts.
+/// Binds: project_id, array of bucket (Unix seconds), array of kafka_partition, array of
+/// account_id.
 pub const USAGE_HOURLY_GROUP: Query = Query {
     name: "usage_hourly_group",
     sql: include_str!("../queries/usage_hourly_group.sql"),
 };
 
-/// The rows one partition holds in one day of `usage_daily` for some accounts. Binds as
+/// Rows of `usage_daily` of one project in some days, partitions and accounts. Binds as
 /// [`USAGE_HOURLY_GROUP`].
 pub const USAGE_DAILY_GROUP: Query = Query {
     name: "usage_daily_group",
     sql: include_str!("../queries/usage_daily_group.sql"),
 };
 
-/// The rows one partition holds in one hour of `tool_usage_hourly` for some tools.
-/// Binds: project_id, bucket (Unix seconds), kafka_partition, array of tool_name.
+/// Rows of `tool_usage_hourly` of one project in some hours, partitions and tools.
+/// Binds: project_id, array of bucket (Unix seconds), array of kafka_partition, array of
+/// tool_name.
 pub const TOOL_USAGE_GROUP: Query = Query {
     name: "tool_usage_group",
     sql: include_str!("../queries/tool_usage_group.sql"),

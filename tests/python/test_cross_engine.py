@@ -315,9 +315,9 @@ EXPECTED = {
     "session_rollup": (["a", "s1"], ["s1 4 9"]),
     "sessions_by_id": (["a", ["s1", "s2", "missing"]], ["s1 4 9", "s2 1 5"]),
     "known_events": ([0, T0 - 1000], ["a e-1 1", "a e-2a 0", "a e-2b 2", "a e-3 3", "b e-9 4"]),
-    "usage_hourly_group": (["a", HOUR, 0, ["acct-1", "acct-2", "missing"]], ["acct-1 5 14", "acct-2 1 14"]),
-    "usage_daily_group": (["a", DAY, 0, ["acct-1"]], ["acct-1 5 14"]),
-    "tool_usage_group": (["a", HOUR, 0, ["search", "missing"]], ["search 4 9"]),
+    "usage_hourly_group": (["a", [HOUR], [0], ["acct-1", "acct-2", "missing"]], ["acct-1 5 14", "acct-2 1 14"]),
+    "usage_daily_group": (["a", [DAY, DAY - 86400], [0, 5], ["acct-1"]], ["acct-1 5 14"]),
+    "tool_usage_group": (["a", [HOUR], [0], ["search", "missing"]], ["search 4 9"]),
     # Sessions of partition 0 with an event in [T0 - 10 s, T0 + 10 s), below offset 5, in
     # offset order: a/s1 whole (its duplicate e-3 once) and b/s1; a/s2's event is at offset 5.
     # Partition 0's latest acct-1 row (5 events) plus partition 1's (2) and acct-2's (1).

@@ -276,3 +276,36 @@ fn a_record_written_raw_before_a_crash_is_still_folded() {
     let out = folder.fold(records.clone());
     assert_eq!(out.sessions[0].input_tokens, 10);
 }
+
+#[test]
+fn a_plan_looks_up_each_table_of_a_project_once_and_keeps_only_what_it_asked_for() {
+    let mut on_other_partition = record(1, event(2, "s2", EventType::LlmResponse, 1));
+    on_other_partition.partition = 3;
+    on_other_partition.envelope.event.account_id = "acct-2".into();
+    let records = vec![
+        record(0, event(1, "s1", EventType::LlmResponse, 1)),
+        on_other_partition,
+    ];
+    let plan = new_folder().plan(&records);
+    let lookups = plan.lookups();
+    assert_eq!(lookups.len(), 2, "hourly and daily usage of project proj");
+    let hourly = &lookups[&(GroupTable::Usage(Granularity::Hour), "proj".to_owned())];
+    assert_eq!(
+        (hourly.partitions.clone(), hourly.ids.clone()),
+        (vec![0, 3], vec!["acct".to_owned(), "acct-2".to_owned()])
+    );
+    // The lookup also returns acct on partition 3: a row nobody asked for stays out.
+    let out = {
+        let mut folder = folder_with_loaded(&records);
+        folder.fold(records.clone())
+    };
+    let asked: Vec<bool> = out
+        .usage_hourly
+        .iter()
+        .map(|row| plan.wants_usage(Granularity::Hour, row))
+        .collect();
+    assert_eq!(asked, vec![true, true]);
+    let mut unasked = out.usage_hourly[0].clone();
+    unasked.kafka_partition = 3;
+    assert!(!plan.wants_usage(Granularity::Hour, &unasked));
+}
