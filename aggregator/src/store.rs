@@ -111,20 +111,15 @@ impl Store {
     where
         T: clickhouse::RowOwned + clickhouse::RowRead,
     {
-        let mut rows = Vec::new();
-        for chunk in lookup_chunks(ids) {
-            let mut part = self
-                .client
+        chunked(ids, |chunk| {
+            self.client
                 .query(sql)
                 .bind(project_id)
                 .bind(buckets)
                 .bind(partitions)
                 .bind(chunk)
-                .fetch_all::<T>()
-                .await?;
-            rows.append(&mut part);
-        }
-        Ok(rows)
+        })
+        .await
     }
 
     /// The raw events a rebuild of `partition` folds again (see `queries::REBUILD_EVENTS`).
@@ -153,18 +148,13 @@ impl Store {
         project_id: &str,
         session_ids: &[String],
     ) -> Result<Vec<SessionRow>, clickhouse::error::Error> {
-        let mut rows = Vec::new();
-        for chunk in lookup_chunks(session_ids) {
-            let mut part = self
-                .client
+        chunked(session_ids, |chunk| {
+            self.client
                 .query(queries::SESSIONS_BY_ID.sql)
                 .bind(project_id)
                 .bind(chunk)
-                .fetch_all::<SessionRow>()
-                .await?;
-            rows.append(&mut part);
-        }
-        Ok(rows)
+        })
+        .await
     }
 
     /// A partition's usage per account and bucket since `since` (Unix seconds).
@@ -274,6 +264,22 @@ where
         insert.write(row).await?;
     }
     insert.end().await
+}
+
+/// Runs the query `lookup` builds for each chunk of `ids` ([`lookup_chunks`]) and gathers
+/// the rows.
+async fn chunked<T>(
+    ids: &[String],
+    lookup: impl Fn(&[String]) -> clickhouse::query::Query,
+) -> Result<Vec<T>, clickhouse::error::Error>
+where
+    T: clickhouse::RowOwned + clickhouse::RowRead,
+{
+    let mut rows = Vec::new();
+    for chunk in lookup_chunks(ids) {
+        rows.append(&mut lookup(chunk).fetch_all::<T>().await?);
+    }
+    Ok(rows)
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -57,29 +58,16 @@ impl Follower {
     where
         F: FnMut(Option<&[u8]>, Option<&[u8]>) + Send + 'static,
     {
-        let consumer: BaseConsumer = kafka
-            .client_config()
-            .set(
-                "group.id",
-                format!("tally-follower-{}", uuid::Uuid::new_v4()),
-            )
-            .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false")
-            .set("enable.partition.eof", "false")
-            .set("auto.offset.reset", "earliest")
-            .set("isolation.level", "read_committed")
-            // A request to a broker that is restarting can go unanswered; librdkafka waits
-            // socket.timeout.ms (60 s by default) before it asks again, and the view would
-            // stay stale that long after the broker is back.
-            .set("socket.timeout.ms", "10000")
-            .create()?;
+        // Fails early on a bad configuration; the thread builds its own clients.
+        drop(consumer(kafka)?);
         let state = Arc::new(FollowerState::default());
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
-            let (state, stop, topic) = (state.clone(), stop.clone(), topic.to_owned());
+            let (state, stop, topic, kafka) =
+                (state.clone(), stop.clone(), topic.to_owned(), kafka.clone());
             std::thread::Builder::new()
                 .name(format!("follow-{topic}"))
-                .spawn(move || follow(consumer, &topic, &state, &stop, apply))?
+                .spawn(move || follow(&kafka, &topic, &state, &stop, apply))?
         };
         Ok(Self {
             state,
@@ -114,15 +102,68 @@ impl Drop for Follower {
     }
 }
 
+/// After this long without an answer from the broker the follower drops its client and
+/// builds a new one: librdkafka can keep a broker it lost as unusable (a cached "unknown
+/// partition", a request waiting out its timeout) well after the broker is back.
+const RECONNECT_AFTER: Duration = Duration::from_secs(15);
+
+fn consumer(kafka: &KafkaConfig) -> anyhow::Result<BaseConsumer> {
+    Ok(kafka
+        .client_config()
+        .set(
+            "group.id",
+            format!("tally-follower-{}", uuid::Uuid::new_v4()),
+        )
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("isolation.level", "read_committed")
+        .set("socket.timeout.ms", "10000")
+        .create()?)
+}
+
+/// Follows the topic until `stop`, with a new client after each long outage; every record
+/// is applied once, in order (a new client starts after the last record applied).
 fn follow<F: FnMut(Option<&[u8]>, Option<&[u8]>)>(
-    consumer: BaseConsumer,
+    kafka: &KafkaConfig,
     topic: &str,
     state: &FollowerState,
     stop: &AtomicBool,
     mut apply: F,
 ) {
+    let mut next: HashMap<i32, i64> = HashMap::new();
+    let mut ends: Option<Vec<i64>> = None;
+    while !stop.load(Ordering::Acquire) {
+        match consumer(kafka) {
+            Ok(consumer) => {
+                follow_with(
+                    &consumer, topic, state, stop, &mut next, &mut ends, &mut apply,
+                );
+            }
+            Err(err) => tracing::warn!(topic, %err, "cannot create a Kafka client"),
+        }
+        if !stop.load(Ordering::Acquire) {
+            tracing::warn!(topic, "no answer from Kafka for a while; reconnecting");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// One client's share of [`follow`]: returns on `stop`, or once the broker has not answered
+/// for [`RECONNECT_AFTER`].
+fn follow_with<F: FnMut(Option<&[u8]>, Option<&[u8]>)>(
+    consumer: &BaseConsumer,
+    topic: &str,
+    state: &FollowerState,
+    stop: &AtomicBool,
+    next: &mut HashMap<i32, i64>,
+    ends: &mut Option<Vec<i64>>,
+    apply: &mut F,
+) {
+    let since = Instant::now();
     let partitions = loop {
-        if stop.load(Ordering::Acquire) {
+        if stop.load(Ordering::Acquire) || since.elapsed() > RECONNECT_AFTER {
             return;
         }
         match consumer.fetch_metadata(Some(topic), Duration::from_secs(2)) {
@@ -138,21 +179,26 @@ fn follow<F: FnMut(Option<&[u8]>, Option<&[u8]>)>(
     };
     let mut assignment = TopicPartitionList::new();
     for p in &partitions {
-        let _ = assignment.add_partition_offset(topic, *p, Offset::Beginning);
+        let offset = next
+            .get(p)
+            .map_or(Offset::Beginning, |at| Offset::Offset(*at));
+        let _ = assignment.add_partition_offset(topic, *p, offset);
     }
     if let Err(err) = consumer.assign(&assignment) {
         tracing::error!(topic, %err, "cannot assign the topic's partitions");
         return;
     }
     state.touch();
-    let mut ends: Option<Vec<i64>> = None;
+    let mut answered = Instant::now();
     let mut last_probe = Instant::now() - Duration::from_secs(10);
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(100)) {
             Some(Ok(message)) => {
                 apply(message.key(), message.payload());
+                next.insert(message.partition(), message.offset() + 1);
                 state.records.fetch_add(1, Ordering::Relaxed);
                 state.touch();
+                answered = Instant::now();
             }
             Some(Err(err)) => tracing::debug!(topic, %err, "follower poll error"),
             None => {}
@@ -172,20 +218,20 @@ fn follow<F: FnMut(Option<&[u8]>, Option<&[u8]>)>(
             match probed {
                 Ok(highs) => {
                     state.touch();
+                    answered = Instant::now();
                     ends.get_or_insert(highs);
                 }
                 Err(err) => {
-                    // librdkafka keeps a "no such partition" it heard while the broker was
-                    // starting until its next metadata refresh (minutes); asking for the
-                    // topic's metadata refreshes it, so the next probe can succeed.
                     tracing::debug!(topic, %err, "cannot read the topic's end offsets");
-                    let _ = consumer.fetch_metadata(Some(topic), Duration::from_secs(1));
+                    if answered.elapsed() > RECONNECT_AFTER {
+                        return;
+                    }
                 }
             }
         }
         if !state.is_caught_up() {
-            if let Some(ends) = &ends {
-                if reached(&consumer, topic, &partitions, ends) {
+            if let Some(ends) = ends.as_ref() {
+                if reached(consumer, topic, &partitions, ends) {
                     state.caught_up.store(true, Ordering::Release);
                     tracing::info!(topic, records = state.records(), "caught up");
                 }
