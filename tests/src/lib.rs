@@ -5,6 +5,7 @@
 pub mod env;
 pub mod private_stack;
 pub mod processes;
+pub mod quota_checks;
 pub mod read_truth;
 pub mod replay;
 pub mod vectors;

@@ -1,8 +1,8 @@
 //! Quotas on the real stack: counters folded by the aggregator and followed by ingest,
 //! threshold alerts exactly once, replicas that agree, overrides that reach every replica,
-//! the stale view both ways, and admin routes kept to the admin key of the project.
+//! adjustments, and admin routes kept to the admin key of the project (the view's staleness and
+//! account caps: quota_view.rs).
 
-use chrono::{SecondsFormat, Utc};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -11,82 +11,10 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tally_aggregator::config::AlertsConfig;
-use tally_schema::quota::{Limits, QuotaConfig};
 use tally_tests::env::Options;
-use tally_tests::private_stack::PrivatePart;
-use tally_tests::workload::batch_body;
+use tally_tests::quota_checks::{check, post, quota, response, wait_used};
 use tally_tests::TestEnv;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Plans with one limit each, so every answer is about that limit.
-fn quota(tokens_per_day: u64) -> QuotaConfig {
-    let mut config = QuotaConfig::default();
-    for plan in config.plans.values_mut() {
-        plan.limits = Limits {
-            tokens_per_day: Some(tokens_per_day),
-            ..Limits::default()
-        };
-    }
-    config
-}
-
-fn response(account: &str, tokens: u64) -> Value {
-    json!({
-        "event_id": uuid::Uuid::new_v4().to_string(),
-        "type": "llm_response",
-        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Millis, true),
-        "session_id": format!("s-{}", uuid::Uuid::new_v4().simple()),
-        "account_id": account,
-        "model": "gpt-4o-mini",
-        "provider": "openai",
-        "operation": "chat",
-        "usage": {"input_tokens": tokens, "output_tokens": 0},
-    })
-}
-
-async fn check(env: &TestEnv, url: &str, key: &str, body: Value) -> (u16, Value) {
-    let response = env
-        .http
-        .post(format!("{url}/v1/quota/check"))
-        .bearer_auth(key)
-        .json(&body)
-        .send()
-        .await
-        .expect("check answered");
-    (
-        response.status().as_u16(),
-        response.json().await.unwrap_or(Value::Null),
-    )
-}
-
-fn day_used(answer: &Value) -> Option<u64> {
-    answer["limits"]
-        .as_array()?
-        .iter()
-        .find(|l| l["name"] == "tokens_per_day")?["used"]
-        .as_u64()
-}
-
-/// Polls the check on `url` until the account's day usage is `used`.
-async fn wait_used(env: &TestEnv, url: &str, account: &str, used: u64) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (_, answer) = check(env, url, &env.key_a, json!({"account_id": account})).await;
-        if day_used(&answer) == Some(used) {
-            return answer;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "usage never reached {used}: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-async fn post(env: &TestEnv, events: &[Value]) {
-    let response = env.post_batch(&env.key_a, &batch_body(events)).await;
-    assert_eq!(response.status(), 200);
-}
 
 /// Every record of the alerts topic.
 fn alert_records(env: &TestEnv) -> Vec<Value> {
@@ -448,158 +376,5 @@ async fn adjustments_and_usage_come_back_through_the_usage_route() {
     assert_eq!(status, 403);
     let (_, other) = env.get(&env.key_b, &format!("/v1/usage/{account}")).await;
     assert_eq!(other["windows"]["day"]["tokens"], 0);
-    env.finish().await;
-}
-
-async fn stale_answer(env: &TestEnv) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(40);
-    loop {
-        let (status, answer) = check(
-            env,
-            &env.url,
-            &env.key_a,
-            json!({"account_id": "acct-stale"}),
-        )
-        .await;
-        assert_eq!(status, 200, "{answer}");
-        if answer["stale"] == true {
-            return answer;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the view never went stale: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stale_view_fails_open_or_closed_as_configured() {
-    let kafka = PrivatePart::kafka();
-    kafka.start();
-    let options = |fail_open| {
-        let mut config = quota(1000);
-        config.fail_open = fail_open;
-        config.stale_after_secs = 2;
-        Options {
-            brokers: Some(format!("127.0.0.1:{}", kafka.port())),
-            quota: Some(config),
-            without_aggregator: true,
-            ..Options::default()
-        }
-    };
-    let open = TestEnv::start_with(options(true)).await;
-    let closed = TestEnv::start_with(options(false)).await;
-    for env in [&open, &closed] {
-        let (_, answer) = check(
-            env,
-            &env.url,
-            &env.key_a,
-            json!({"account_id": "acct-stale"}),
-        )
-        .await;
-        assert_eq!(
-            (answer["allowed"].clone(), answer["stale"].clone()),
-            (json!(true), json!(false)),
-            "{answer}"
-        );
-    }
-    kafka.stop();
-    let answer = stale_answer(&open).await;
-    assert_eq!(answer["allowed"], true, "{answer}");
-    let answer = stale_answer(&closed).await;
-    assert_eq!(
-        (answer["allowed"].clone(), answer["reason"].clone()),
-        (json!(false), json!("quota_view_stale")),
-        "{answer}"
-    );
-    let metrics = open
-        .http
-        .get(format!("{}/metrics", open.url))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
-    let staleness: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tally_ingest_quota_view_staleness_seconds "))
-        .and_then(|v| v.trim().parse().ok())
-        .expect("staleness gauge");
-    assert!(staleness > 2.0, "{staleness}");
-    kafka.start();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let (_, answer) = check(
-            &closed,
-            &closed.url,
-            &closed.key_a,
-            json!({"account_id": "acct-stale"}),
-        )
-        .await;
-        if answer["stale"] == false {
-            assert_eq!(answer["allowed"], true);
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the view did not recover: {answer}"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    open.finish().await;
-    closed.finish().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_project_at_its_account_cap_keeps_its_accounts_and_says_which_are_untracked() {
-    let mut config = quota(1000);
-    config.fail_open = false;
-    config.accounts.per_project = 2;
-    let env = TestEnv::start_with(Options {
-        quota: Some(config),
-        ..Options::default()
-    })
-    .await;
-    post(&env, &[response("cap-a", 10), response("cap-b", 20)]).await;
-    wait_used(&env, &env.url, "cap-a", 10).await;
-    wait_used(&env, &env.url, "cap-b", 20).await;
-    post(&env, &[response("cap-c", 30), response("cap-a", 1)]).await;
-    // cap-a's later usage still counts; cap-c's usage folds into the rollups but gets no
-    // counters, and the check says so (refused here: this deployment fails closed).
-    let answer = wait_used(&env, &env.url, "cap-a", 11).await;
-    assert_eq!(answer["tracked"], json!(true), "{answer}");
-    env.poll(
-        &env.key_a,
-        "/v1/metrics/summary",
-        Duration::from_secs(30),
-        |s| s["llm_responses"] == json!(4),
-    )
-    .await;
-    let (status, answer) = check(&env, &env.url, &env.key_a, json!({"account_id": "cap-c"})).await;
-    assert_eq!(status, 200);
-    assert_eq!(
-        (
-            answer["allowed"].clone(),
-            answer["reason"].clone(),
-            answer["tracked"].clone(),
-            day_used(&answer)
-        ),
-        (
-            json!(false),
-            json!("quota_account_cap"),
-            json!(false),
-            Some(0)
-        ),
-        "{answer}"
-    );
-    let (_, usage) = env.get(&env.key_a, "/v1/usage/cap-c").await;
-    assert_eq!(usage["tracked"], json!(false), "{usage}");
-    let metrics = env.aggregator_metrics().await;
-    assert!(
-        metrics.contains("tally_aggregator_quota_refused_accounts_total 1"),
-        "{metrics}"
-    );
     env.finish().await;
 }

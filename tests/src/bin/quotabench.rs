@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tally_quota::Publisher;
 use tally_runtime::kafka::KafkaConfig;
 use tally_schema::quota::{AccountSettings, CounterRecord, Limits, QuotaRecord};
+use tally_tests::processes::memory_kib;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -36,10 +37,6 @@ struct Cli {
     /// Connections (each with one request in flight).
     #[arg(long, default_value_t = 64)]
     connections: usize,
-}
-
-fn rss_kib(pid: u32) -> anyhow::Result<u64> {
-    tally_tests::processes::memory_kib(pid, "VmRSS")
 }
 
 async fn view_accounts(http: &reqwest::Client, url: &str) -> u64 {
@@ -216,7 +213,7 @@ fn report(name: &str, latencies: &[u64], failed: u64, elapsed: Duration) {
 async fn main() -> anyhow::Result<()> {
     let cli = Arc::new(Cli::parse());
     let http = reqwest::Client::new();
-    let before = rss_kib(cli.pid)?;
+    let before = memory_kib(cli.pid, "VmRSS")?;
     let base = view_accounts(&http, &cli.url).await;
     fill(&cli).await?;
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -227,7 +224,7 @@ async fn main() -> anyhow::Result<()> {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let after = rss_kib(cli.pid)?;
+    let after = memory_kib(cli.pid, "VmRSS")?;
     println!(
         "view: accounts={} partitions_per_account=6 rss_before_mib={:.1} rss_after_mib={:.1} bytes_per_account={:.0}",
         cli.accounts,

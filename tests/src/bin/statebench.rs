@@ -108,12 +108,17 @@ fn event(project: u64, n: u64, accounts_per_project: u64, now: &str) -> Value {
     })
 }
 
-/// A value of ingest's or the aggregator's `/metrics`.
-async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
-    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+/// A metric's value in a `/metrics` text.
+fn metric_in(text: &str, name: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
+}
+
+/// A value of ingest's or the aggregator's `/metrics`.
+async fn metric(http: &reqwest::Client, url: &str, name: &str) -> Option<f64> {
+    let text = http.get(url).send().await.ok()?.text().await.ok()?;
+    metric_in(&text, name)
 }
 
 #[tokio::main]
@@ -241,13 +246,12 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .text()
         .await?;
-    let refused = aggregator_metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("tally_aggregator_quota_refused_accounts_total "))
-        .unwrap_or("?")
-        .to_owned();
+    let refused = metric_in(
+        &aggregator_metrics,
+        "tally_aggregator_quota_refused_accounts_total",
+    );
     println!(
-        "sessions={} accounts={} projects={} events_stored={stored} sessions_stored={sessions} view_accounts={view_accounts} refused_accounts={refused}",
+        "sessions={} accounts={} projects={} events_stored={stored} sessions_stored={sessions} view_accounts={view_accounts} refused_accounts={refused:?}",
         args.sessions, args.accounts, args.projects
     );
     println!(
