@@ -18,9 +18,9 @@ use sha2::{Digest, Sha256};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
+use tally_quota::{evaluate, CheckRequest, LimitStatus, QuotaConfig, WindowStarts};
 use tally_quota::{Follower, Publisher, QuotaView};
 use tally_runtime::kafka::KafkaConfig;
-use tally_schema::quota::{evaluate, CheckRequest, QuotaConfig, Status, WindowStarts};
 use tokio::sync::watch;
 
 /// One alert: the record of the alerts topic, the webhook body and a `quota_alerts` row.
@@ -248,7 +248,7 @@ impl Alerter {
                     _ => continue,
                 };
                 let used = i64::try_from(limit.used).unwrap_or(i64::MAX);
-                let status = Status::of(used, limit.limit, &plan.thresholds);
+                let status = LimitStatus::of(used, limit.limit, &plan.thresholds);
                 statuses.push(StatusRow {
                     project_id: project.clone(),
                     account_id: account.clone(),
@@ -264,9 +264,9 @@ impl Alerter {
                 });
                 let t = plan.thresholds;
                 for (threshold, level, percent) in [
-                    ("warning", Status::Warning, t.warning_percent),
-                    ("critical", Status::Critical, t.critical_percent),
-                    ("exceeded", Status::Exceeded, t.exceeded_percent),
+                    ("warning", LimitStatus::Warning, t.warning_percent),
+                    ("critical", LimitStatus::Critical, t.critical_percent),
+                    ("exceeded", LimitStatus::Exceeded, t.exceeded_percent),
                 ] {
                     if status < level {
                         continue;

@@ -3,9 +3,9 @@
 
 use crate::dedup::DedupConfig;
 use serde::{Deserialize, Serialize};
+use tally_quota::QuotaConfig;
 use tally_runtime::clickhouse::ClickHouseConfig;
 use tally_runtime::kafka::KafkaConfig;
-use tally_schema::quota::QuotaConfig;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]

@@ -5,7 +5,6 @@ use crate::config::AggregatorConfig;
 use crate::dead_letter::DeadLetters;
 use crate::fold::{Folder, GroupTable, Record};
 use crate::metrics::Metrics;
-use crate::quota::QuotaLedger;
 use crate::store::Store;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
@@ -17,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tally_quota::Publisher;
+use tally_quota::QuotaLedger;
 use tally_schema::envelope::{Envelope, RebuildRequest, CONTROL_HEADER, ENVELOPE_VERSION};
 use tally_schema::pricing::PriceTable;
 use tokio::sync::watch;

@@ -8,6 +8,7 @@
 
 use crate::dedup::{DedupConfig, DedupWindow, EventKey, Seen};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use tally_quota::QuotaDelta;
 use tally_schema::envelope::Envelope;
 use tally_schema::pricing::PriceTable;
 use tally_schema::rollups::adjustment_tokens;
@@ -126,19 +127,6 @@ pub struct FoldOutput {
     pub resends_skipped: u64,
     pub redeliveries_skipped: u64,
     pub unpriced: u64,
-}
-
-/// One event's share of its account's quota counters.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct QuotaDelta {
-    pub partition: i32,
-    pub offset: u64,
-    pub project_id: String,
-    pub account_id: String,
-    pub ts_ms: i64,
-    pub tokens: i64,
-    pub cost_nanos: i64,
-    pub requests: u64,
 }
 
 pub struct Folder {

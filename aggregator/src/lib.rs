@@ -12,7 +12,7 @@ pub mod dedup;
 pub mod fold;
 pub mod health;
 pub mod metrics;
-pub mod quota;
+
 pub mod rebuild;
 pub mod retention;
 pub mod store;

@@ -3,6 +3,7 @@
 use crate::fold::FoldOutput;
 use clickhouse::Row;
 use serde::Deserialize;
+use tally_quota::ledger::{PartitionUsage, RecentSecond};
 use tally_runtime::clickhouse::{exception_code, lookup_chunks};
 use tally_schema::queries;
 use tally_schema::rollups::{Granularity, ToolRow, UsageRow};
@@ -15,27 +16,6 @@ pub struct KnownEvent {
     pub event_id: String,
     pub first_offset: u64,
     pub first_received_at_ms: i64,
-}
-
-/// One partition's usage of one account in one bucket (see `queries::PARTITION_*_USAGE_SINCE`).
-#[derive(Debug, Row, Deserialize)]
-pub struct PartitionUsage {
-    pub project_id: String,
-    pub account_id: String,
-    pub bucket_start: u32,
-    pub tokens: i64,
-    pub cost_nanos: i64,
-    pub last_offset: u64,
-}
-
-/// One partition's requests and tokens of one account in one second.
-#[derive(Debug, Row, Deserialize)]
-pub struct RecentSecond {
-    pub project_id: String,
-    pub account_id: String,
-    pub second: i64,
-    pub requests: u64,
-    pub tokens: u64,
 }
 
 #[derive(Clone)]

@@ -5,9 +5,9 @@ use crate::auth::ProjectConfig;
 use crate::ratelimit::RateLimitConfig;
 use crate::sink::ProducerConfig;
 use serde::{Deserialize, Serialize};
+use tally_quota::QuotaConfig;
 use tally_runtime::clickhouse::ClickHouseConfig;
 use tally_runtime::kafka::KafkaConfig;
-use tally_schema::quota::QuotaConfig;
 use tally_schema::validate::Limits;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

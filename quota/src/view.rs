@@ -1,9 +1,9 @@
 //! Every account's settings and per-partition counters, as the topic last said.
 
-use std::collections::{HashMap, HashSet};
-use tally_schema::quota::{
-    AccountCaps, AccountSettings, AccountTally, CounterRecord, QuotaRecord, Usage,
+use crate::model::{
+    AccountCaps, AccountSettings, AccountTally, AccountUsage, CounterRecord, QuotaRecord,
 };
+use std::collections::{HashMap, HashSet};
 
 /// One account in the view.
 #[derive(Debug, Clone, Default)]
@@ -14,8 +14,8 @@ pub struct AccountView {
 }
 
 impl AccountView {
-    pub fn usage(&self, now_ms: i64) -> Usage {
-        Usage::sum(&self.counters, now_ms)
+    pub fn usage(&self, now_ms: i64) -> AccountUsage {
+        AccountUsage::sum(&self.counters, now_ms)
     }
 }
 

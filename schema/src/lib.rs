@@ -5,7 +5,6 @@
 //! - [`envelope`]: the Kafka record (key and payload) that carries one event;
 //! - [`rows`]: ClickHouse row types and the session rollup fold;
 //! - [`money`]: exact USD amounts as integer nano-dollars;
-//! - [`quota`]: plans, limits, windows and the quota decision;
 //! - [`migrations`] and [`queries`]: the SQL that both services and the tests run.
 
 pub mod envelope;
@@ -14,7 +13,6 @@ pub mod migrations;
 pub mod money;
 pub mod pricing;
 pub mod queries;
-pub mod quota;
 pub mod rollups;
 pub mod rows;
 pub mod validate;

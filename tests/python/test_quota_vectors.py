@@ -9,7 +9,7 @@ topic: from then on it cannot read the quota topic, which is what a stale view i
 that needs `own_ingest` runs on an ingest of its own with its config, view left fresh.
 
 Beside the cases: every reason code of the server (`Reason::as_str` in
-schema/src/quota/check.rs) has a refusing vector and a row in sdk-spec/README.md's table and
+quota/src/model/check.rs) has a refusing vector and a row in sdk-spec/README.md's table and
 is in the OpenAPI `QuotaReason` enum; allowed vectors cover every status; the matcher itself
 is checked to refuse what it must; and the aggregator is still running after the cases.
 """
@@ -36,7 +36,7 @@ CASES = VECTORS["cases"]
 CONFIG = VECTORS["config"]
 README = ROOT / "sdk-spec" / "README.md"
 OPENAPI = ROOT / "sdk-spec" / "openapi.yaml"
-REASONS_SOURCE = ROOT / "schema" / "src" / "quota" / "check.rs"
+REASONS_SOURCE = ROOT / "quota" / "src" / "model" / "check.rs"
 STATUSES = ("ok", "warning", "critical", "exceeded")
 POLL_SECONDS = 0.25
 STALE_TIMEOUT = 60.0

@@ -68,7 +68,7 @@ pub struct Options {
     pub redact_b: Redaction,
     pub rate_limit: Option<tally_ingest::ratelimit::RateLimitConfig>,
     /// Plans and limits of both services.
-    pub quota: Option<tally_schema::quota::QuotaConfig>,
+    pub quota: Option<tally_quota::QuotaConfig>,
     pub alerts: Option<tally_aggregator::config::AlertsConfig>,
     /// Ingest replicas (one when 0); `replica_urls` lists them.
     pub ingest_replicas: usize,

@@ -14,9 +14,17 @@ use tally_runtime::clickhouse::ClickHouseConfig;
 use tally_runtime::kafka::KafkaConfig;
 use tally_schema::envelope::Envelope;
 
-/// The `tally-aggregator` binary built beside this test.
-pub fn aggregator_binary() -> PathBuf {
-    binary("tally-aggregator")
+/// A command running the service `name` (`tally-ingest`, `tally-aggregator`) built beside this
+/// test or tool. The harness's own `TALLY_TEST_*` variables are removed: the services read
+/// every `TALLY_` variable as a setting and refuse ones they do not know.
+pub fn service_command(name: &str) -> Command {
+    let mut command = Command::new(binary(name));
+    for (var, _) in std::env::vars_os() {
+        if var.to_string_lossy().starts_with("TALLY_TEST_") {
+            command.env_remove(var);
+        }
+    }
+    command
 }
 
 /// A binary of the workspace, built beside this test or tool.
@@ -121,7 +129,7 @@ impl FoldStage {
             .append(true)
             .open(self.log_dir.join(format!("{label}.log")))
             .expect("log file");
-        let mut command = Command::new(aggregator_binary());
+        let mut command = service_command("tally-aggregator");
         command
             .env("TALLY_LISTEN", listen)
             .env("TALLY_GROUP_ID", format!("tally-test-{}", self.name))
@@ -149,7 +157,7 @@ impl FoldStage {
 
     /// Runs `tally-aggregator <args>` against this stage's topic and database to completion.
     pub fn run_command(&self, args: &[&str]) -> std::process::Output {
-        Command::new(aggregator_binary())
+        service_command("tally-aggregator")
             .args(args)
             .env("TALLY_KAFKA__BROKERS", &self.kafka.brokers)
             .env("TALLY_KAFKA__EVENTS_TOPIC", &self.kafka.events_topic)

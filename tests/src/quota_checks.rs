@@ -5,15 +5,15 @@ use crate::TestEnv;
 use chrono::{SecondsFormat, Utc};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
-use tally_schema::quota::{Limits, QuotaConfig};
+use tally_quota::{PlanLimits, QuotaConfig};
 
 /// Plans with one limit each, so every answer is about that limit.
 pub fn quota(tokens_per_day: u64) -> QuotaConfig {
     let mut config = QuotaConfig::default();
     for plan in config.plans.values_mut() {
-        plan.limits = Limits {
+        plan.limits = PlanLimits {
             tokens_per_day: Some(tokens_per_day),
-            ..Limits::default()
+            ..PlanLimits::default()
         };
     }
     config

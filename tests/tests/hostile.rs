@@ -10,9 +10,9 @@ use chrono::{DateTime, Duration as ChronoDuration, DurationRound, SecondsFormat,
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
+use tally_quota::{PlanLimits, QuotaConfig};
 use tally_schema::envelope::Envelope;
 use tally_schema::event::Event;
-use tally_schema::quota::{Limits, QuotaConfig};
 use tally_tests::env::Options;
 use tally_tests::read_truth::{Span, Truth};
 use tally_tests::workload::{batch_body, Workload};
@@ -124,9 +124,9 @@ async fn wait_day_used(env: &TestEnv, account: &str, used: u64) {
 async fn hostile_input_never_stops_folding_loses_events_or_dodges_limits() {
     let mut quota = QuotaConfig::default();
     for plan in quota.plans.values_mut() {
-        plan.limits = Limits {
+        plan.limits = PlanLimits {
             tokens_per_day: Some(1_000_000_000_000_000),
-            ..Limits::default()
+            ..PlanLimits::default()
         };
     }
     let env = TestEnv::start_with(Options {

@@ -3,13 +3,12 @@
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use chrono::{Duration as ChronoDuration, Utc};
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tally_runtime::kafka::KafkaConfig;
 use tally_tests::env::{kafka_brokers, new_key};
 use tally_tests::private_stack::free_port;
-use tally_tests::processes::{binary, terminate, KillOnDrop};
+use tally_tests::processes::{service_command, terminate, KillOnDrop};
 use tally_tests::workload::{batch_body, Workload};
 
 type Received = Arc<Mutex<Vec<Vec<u8>>>>;
@@ -65,7 +64,7 @@ async fn request_spans_are_exported_over_otlp() {
     )
     .expect("config");
     let mut ingest = KillOnDrop(
-        Command::new(binary("tally-ingest"))
+        service_command("tally-ingest")
             .args(["--config", &config.display().to_string()])
             .env(
                 "OTEL_EXPORTER_OTLP_ENDPOINT",

@@ -2,9 +2,9 @@
 //! when a partition is taken, folded and published after each batch, and spent ones removed.
 
 use super::Aggregator;
-use crate::fold::QuotaDelta;
 use std::time::Duration;
-use tally_schema::quota::{CounterRecord, QuotaRecord, WindowStarts, MINUTE_SLOTS};
+use tally_quota::QuotaDelta;
+use tally_quota::{CounterRecord, QuotaRecord, WindowStarts, MINUTE_SLOTS};
 use tally_schema::rollups::Granularity;
 
 impl Aggregator {

@@ -16,9 +16,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
 use std::collections::BTreeMap;
+use tally_quota::{AccountSettings, PlanLimits, QuotaRecord};
 use tally_schema::event::{Event, EventType, Timestamp, Usage};
 use tally_schema::money::json_signed_usd_nanos;
-use tally_schema::quota::{AccountSettings, Limits, QuotaRecord};
 use tally_schema::Envelope;
 
 /// The largest adjustment, either way: a trillion tokens or a million USD. Sums of many stay
@@ -37,14 +37,14 @@ struct SettingsBody {
     plan: Option<String>,
     /// Limits replacing the plan's; absent clears every override.
     #[serde(default)]
-    overrides: Limits,
+    overrides: PlanLimits,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AdjustmentBody {
     /// Tokens to add to the account's usage; negative is a credit.
-    #[serde(default, deserialize_with = "tally_schema::quota::numbers::i64")]
+    #[serde(default, deserialize_with = "tally_quota::numbers::i64")]
     tokens: i64,
     /// USD to add to the account's cost; negative is a credit.
     #[serde(default)]

@@ -9,9 +9,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::time::Instant;
+use tally_quota::{evaluate, CheckRequest, Decision, LimitState, Reason};
 use tally_schema::event::Timestamp;
 use tally_schema::money::{json_usd_nanos, nanos_to_json};
-use tally_schema::quota::{evaluate, CheckRequest, Decision, LimitState, Reason};
 
 /// The request body.
 #[derive(Debug, Deserialize)]
@@ -22,7 +22,7 @@ pub struct CheckBody {
     pub model: Option<String>,
     #[serde(default)]
     pub operation: Option<String>,
-    #[serde(default, deserialize_with = "tally_schema::quota::numbers::u64")]
+    #[serde(default, deserialize_with = "tally_quota::numbers::u64")]
     pub estimated_tokens: u64,
     #[serde(default)]
     pub estimated_cost_usd: Option<serde_json::Number>,
@@ -166,7 +166,7 @@ pub(super) fn limit_json(limit: &LimitState, now_ms: i64) -> Value {
 }
 
 fn percent(used: u64, limit: u64) -> f64 {
-    let p = tally_schema::quota::percent_of(i64::try_from(used).unwrap_or(i64::MAX), limit);
+    let p = tally_quota::percent_of(i64::try_from(used).unwrap_or(i64::MAX), limit);
     if p.is_finite() {
         (p * 100.0).round() / 100.0
     } else {

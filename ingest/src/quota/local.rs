@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use tally_schema::quota::{SecondSlot, MINUTE_SLOTS};
+use tally_quota::{SecondSlot, MINUTE_SLOTS};
 
 /// Most accounts tracked at once per replica (about 300 bytes each at most).
 pub const MAX_TRACKED_ACCOUNTS: usize = 1_000_000;

@@ -24,14 +24,14 @@ use crate::error::ApiError;
 use local::LocalMinute;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
+use tally_quota::{AccountSettings, AccountUsage, QuotaConfig, QuotaRecord};
 use tally_quota::{Follower, FollowerState, Publisher, QuotaView};
 use tally_runtime::kafka::KafkaConfig;
-use tally_schema::quota::{AccountSettings, QuotaConfig, QuotaRecord, Usage};
 
 /// An account as the view has it.
 pub struct Lookup {
     pub settings: Option<AccountSettings>,
-    pub usage: Usage,
+    pub usage: AccountUsage,
     /// False when the account is not in the view because its project is at its cap
     /// (`[quota.accounts]`): its usage is then unknown here.
     pub tracked: bool,

@@ -9,7 +9,7 @@ use actix_web::{test as actix_test, web, App};
 use futures::future::BoxFuture;
 use serde_json::{json, Value};
 use std::sync::{Arc, Mutex};
-use tally_schema::quota::{CounterRecord, Limits, QuotaConfig, QuotaRecord};
+use tally_quota::{CounterRecord, PlanLimits, QuotaConfig, QuotaRecord};
 
 #[derive(Default)]
 struct Sink(Mutex<Vec<SinkRecord>>);
@@ -32,10 +32,10 @@ fn state(sink: Arc<Sink>) -> web::Data<AppState> {
         scopes,
     };
     let mut quota = QuotaConfig::default();
-    quota.plans.get_mut("free").expect("free").limits = Limits {
+    quota.plans.get_mut("free").expect("free").limits = PlanLimits {
         tokens_per_day: Some(1000),
         requests_per_minute: Some(3),
-        ..Limits::default()
+        ..PlanLimits::default()
     };
     let config = IngestConfig {
         projects: vec![

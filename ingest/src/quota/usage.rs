@@ -12,10 +12,10 @@ use clickhouse::Row;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
+use tally_quota::{evaluate, CheckRequest, LimitStatus, WindowStarts};
 use tally_schema::event::Timestamp;
 use tally_schema::money::nanos_to_json;
 use tally_schema::queries::ACCOUNT_DAILY_USAGE;
-use tally_schema::quota::{evaluate, CheckRequest, Status, WindowStarts};
 
 /// Days of history in the answer.
 const HISTORY_DAYS: i64 = 30;
@@ -85,7 +85,7 @@ pub async fn get_usage(
         &CheckRequest::default(),
         now_ms,
     );
-    let mut status = Status::Ok;
+    let mut status = LimitStatus::Ok;
     let limits: Vec<Value> = decision
         .limits
         .iter()
@@ -93,7 +93,7 @@ pub async fn get_usage(
             // Usage as it stands, without the one request a check would add.
             let mut limit = limit.clone();
             let used = i64::try_from(limit.used).unwrap_or(i64::MAX);
-            limit.status = Status::of(used, limit.limit, &plan.thresholds);
+            limit.status = LimitStatus::of(used, limit.limit, &plan.thresholds);
             status = status.max(limit.status);
             limit_json(&limit, now_ms)
         })

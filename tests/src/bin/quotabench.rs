@@ -8,8 +8,8 @@ use rand::{Rng, SeedableRng};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_quota::Publisher;
+use tally_quota::{AccountSettings, CounterRecord, PlanLimits, QuotaRecord};
 use tally_runtime::kafka::KafkaConfig;
-use tally_schema::quota::{AccountSettings, CounterRecord, Limits, QuotaRecord};
 use tally_tests::processes::memory_kib;
 
 #[derive(Debug, Parser)]
@@ -67,7 +67,7 @@ async fn fill(cli: &Cli) -> anyhow::Result<()> {
             account_id: account.clone(),
             settings: AccountSettings {
                 plan: Some(plans[i % 3].to_owned()),
-                overrides: Limits::default(),
+                overrides: PlanLimits::default(),
             },
             updated_at_ms: now,
         };

@@ -9,12 +9,14 @@
 use clap::Parser;
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tally_tests::private_stack::free_port;
-use tally_tests::processes::{binary, memory_kib, phase_times, terminate, FoldStage, KillOnDrop};
+use tally_tests::processes::{
+    memory_kib, phase_times, service_command, terminate, FoldStage, KillOnDrop,
+};
 use tally_tests::workload::batch_body;
 
 #[derive(Debug, Parser)]
@@ -76,7 +78,7 @@ fn spawn_ingest(stage: &FoldStage, args: &Args, listen: &str) -> anyhow::Result<
     let path = stage.log_dir.join("ingest.toml");
     std::fs::write(&path, config)?;
     let log = std::fs::File::create(stage.log_dir.join("ingest.log"))?;
-    let child = Command::new(binary("tally-ingest"))
+    let child = service_command("tally-ingest")
         .arg("--config")
         .arg(&path)
         .env("TALLY_KAFKA__BROKERS", &stage.kafka.brokers)

@@ -1,7 +1,7 @@
 //! What the aggregator and the admin API publish to the compacted topic `tally.quota.v1`, and
 //! the window arithmetic both sides share.
 
-use super::Limits;
+use super::PlanLimits;
 use chrono::{DateTime, Datelike, Months, NaiveDate, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -262,7 +262,7 @@ pub struct AccountSettings {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plan: Option<String>,
     /// Limits that replace the plan's.
-    pub overrides: Limits,
+    pub overrides: PlanLimits,
 }
 
 /// A record of `tally.quota.v1`.

@@ -79,14 +79,14 @@ impl Reason {
 /// How close an account is to its limits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Status {
+pub enum LimitStatus {
     Ok,
     Warning,
     Critical,
     Exceeded,
 }
 
-impl Status {
+impl LimitStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Ok => "ok",
@@ -122,7 +122,7 @@ pub fn percent_of(used: i64, limit: u64) -> f64 {
 
 /// An account's usage in the windows around a moment, summed over partitions.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Usage {
+pub struct AccountUsage {
     pub day_tokens: i64,
     pub month_tokens: i64,
     pub month_cost_nanos: i64,
@@ -133,12 +133,12 @@ pub struct Usage {
     pub minute_oldest_sec: Option<i64>,
 }
 
-impl Usage {
+impl AccountUsage {
     /// Sums counters whose windows are the ones around `now_ms`.
     pub fn sum<'a>(counters: impl IntoIterator<Item = &'a CounterRecord>, now_ms: i64) -> Self {
         let w = WindowStarts::at(now_ms);
         let now_sec = now_ms.div_euclid(1000);
-        let mut usage = Usage::default();
+        let mut usage = AccountUsage::default();
         for c in counters {
             let (hour, day, month) = (
                 c.total(Window::Hour, w.hour),
@@ -186,7 +186,7 @@ pub struct LimitState {
     /// When the window resets (unix ms); for the sliding minute, when its oldest use leaves.
     pub resets_at_ms: Option<i64>,
     /// Status of `used` plus this request's share.
-    pub status: Status,
+    pub status: LimitStatus,
 }
 
 /// The answer to a check.
@@ -194,7 +194,7 @@ pub struct LimitState {
 pub struct Decision {
     pub allowed: bool,
     pub reason: Option<Reason>,
-    pub status: Status,
+    pub status: LimitStatus,
     pub plan: String,
     pub limits: Vec<LimitState>,
     pub requires_upgrade: bool,
@@ -208,7 +208,7 @@ pub fn evaluate(
     config: &QuotaConfig,
     plan_name: &str,
     plan: &Plan,
-    usage: &Usage,
+    usage: &AccountUsage,
     request: &CheckRequest,
     now_ms: i64,
 ) -> Decision {
@@ -314,7 +314,7 @@ pub fn evaluate(
             used,
             remaining: limit.saturating_sub(used),
             resets_at_ms,
-            status: Status::of(after, limit, &plan.thresholds),
+            status: LimitStatus::of(after, limit, &plan.thresholds),
         });
     }
     if let Some(model) = request.model.as_deref() {
@@ -327,12 +327,16 @@ pub fn evaluate(
             reason = Some(Reason::OperationNotInPlan);
         }
     }
-    let worst = states.iter().map(|s| s.status).max().unwrap_or(Status::Ok);
+    let worst = states
+        .iter()
+        .map(|s| s.status)
+        .max()
+        .unwrap_or(LimitStatus::Ok);
     // A refusal by a limit shows as exceeded; a model or operation refusal keeps the usage status.
     let by_limit =
         reason.is_some_and(|r| !matches!(r, Reason::ModelNotAllowed | Reason::OperationNotInPlan));
     let status = if by_limit {
-        Status::Exceeded.max(worst)
+        LimitStatus::Exceeded.max(worst)
     } else {
         worst
     };

@@ -8,7 +8,7 @@ fn ms(y: i32, mo: u32, d: u32, h: u32, mi: u32, s: u32) -> i64 {
         .timestamp_millis()
 }
 
-fn plan(limits: Limits) -> Plan {
+fn plan(limits: PlanLimits) -> Plan {
     Plan {
         limits,
         ..Plan::default()
@@ -41,7 +41,7 @@ fn counters_roll_over_and_keep_late_events_out_of_the_current_window() {
     c.add(now - 5_000, 10, 3, 1, now);
     // Late: yesterday's event after today's started counts in no current window.
     c.add(ms(2026, 11, 21, 22, 0, 0), 1000, 1000, 1, now);
-    let usage = Usage::sum([&c], now);
+    let usage = AccountUsage::sum([&c], now);
     assert_eq!(usage.day_tokens, 10);
     assert_eq!(usage.hour_tokens, 10);
     assert_eq!(usage.month_tokens, 1110);
@@ -49,10 +49,13 @@ fn counters_roll_over_and_keep_late_events_out_of_the_current_window() {
     assert_eq!(usage.minute_requests, 1);
     assert_eq!(usage.minute_tokens, 10);
     // A minute later the sliding window is empty; the day is not.
-    let later = Usage::sum([&c], now + 60_000);
+    let later = AccountUsage::sum([&c], now + 60_000);
     assert_eq!((later.minute_requests, later.day_tokens), (0, 10));
     // The next day's check sees nothing of today's day window.
-    assert_eq!(Usage::sum([&c], ms(2026, 11, 23, 0, 0, 1)).day_tokens, 0);
+    assert_eq!(
+        AccountUsage::sum([&c], ms(2026, 11, 23, 0, 0, 1)).day_tokens,
+        0
+    );
 }
 
 #[test]
@@ -62,7 +65,7 @@ fn partitions_sum() {
     let mut b = CounterRecord::new("p", "a", 1);
     a.add(now, 5, 0, 1, now);
     b.add(now - 1000, 7, 0, 2, now);
-    let usage = Usage::sum([&a, &b], now);
+    let usage = AccountUsage::sum([&a, &b], now);
     assert_eq!((usage.day_tokens, usage.minute_requests), (12, 3));
     assert_eq!(usage.minute_oldest_sec, Some(now / 1000 - 1));
 }
@@ -70,20 +73,24 @@ fn partitions_sum() {
 #[test]
 fn estimate_counts_and_the_first_limit_passed_is_the_reason() {
     let config = QuotaConfig::default();
-    let p = plan(Limits {
+    let p = plan(PlanLimits {
         tokens_per_day: Some(1000),
         tokens_per_month: Some(10_000),
-        ..Limits::default()
+        ..PlanLimits::default()
     });
     let now = ms(2026, 11, 22, 10, 0, 0);
-    let usage = Usage {
+    let usage = AccountUsage {
         day_tokens: 900,
         month_tokens: 900,
-        ..Usage::default()
+        ..AccountUsage::default()
     };
     let ok = evaluate(&config, "x", &p, &usage, &check(100), now);
     assert!(ok.allowed);
-    assert_eq!(ok.status, Status::Exceeded, "900 + 100 is 100 % of the day");
+    assert_eq!(
+        ok.status,
+        LimitStatus::Exceeded,
+        "900 + 100 is 100 % of the day"
+    );
     let refused = evaluate(&config, "x", &p, &usage, &check(101), now);
     assert!(!refused.allowed);
     assert_eq!(refused.reason, Some(Reason::TokensPerDayExceeded));
@@ -99,26 +106,26 @@ fn estimate_counts_and_the_first_limit_passed_is_the_reason() {
 #[test]
 fn thresholds_set_the_status() {
     let t = Thresholds::default();
-    assert_eq!(Status::of(749, 1000, &t), Status::Ok);
-    assert_eq!(Status::of(750, 1000, &t), Status::Warning);
-    assert_eq!(Status::of(900, 1000, &t), Status::Critical);
-    assert_eq!(Status::of(1000, 1000, &t), Status::Exceeded);
-    assert_eq!(Status::of(1, 0, &t), Status::Exceeded);
-    assert_eq!(Status::of(0, 0, &t), Status::Ok);
+    assert_eq!(LimitStatus::of(749, 1000, &t), LimitStatus::Ok);
+    assert_eq!(LimitStatus::of(750, 1000, &t), LimitStatus::Warning);
+    assert_eq!(LimitStatus::of(900, 1000, &t), LimitStatus::Critical);
+    assert_eq!(LimitStatus::of(1000, 1000, &t), LimitStatus::Exceeded);
+    assert_eq!(LimitStatus::of(1, 0, &t), LimitStatus::Exceeded);
+    assert_eq!(LimitStatus::of(0, 0, &t), LimitStatus::Ok);
 }
 
 #[test]
 fn minute_limits_do_not_ask_for_an_upgrade() {
     let config = QuotaConfig::default();
-    let p = plan(Limits {
+    let p = plan(PlanLimits {
         requests_per_minute: Some(2),
-        ..Limits::default()
+        ..PlanLimits::default()
     });
     let now = ms(2026, 11, 22, 10, 0, 0);
-    let usage = Usage {
+    let usage = AccountUsage {
         minute_requests: 2,
         minute_oldest_sec: Some(now / 1000 - 10),
-        ..Usage::default()
+        ..AccountUsage::default()
     };
     let d = evaluate(&config, "x", &p, &usage, &check(0), now);
     assert_eq!(d.reason, Some(Reason::RequestsPerMinuteExceeded));
@@ -132,10 +139,10 @@ fn models_operations_and_request_caps() {
     config
         .reserved_operations
         .insert("deep_research".into(), vec!["pro".into()]);
-    let p = plan(Limits {
+    let p = plan(PlanLimits {
         allowed_models: Some(vec!["gpt-4o-mini".into(), "claude-3-5-haiku*".into()]),
         tokens_per_request: Some(500),
-        ..Limits::default()
+        ..PlanLimits::default()
     });
     let now = ms(2026, 11, 22, 10, 0, 0);
     let ask = |model: &str, operation: &str, tokens| CheckRequest {
@@ -144,7 +151,7 @@ fn models_operations_and_request_caps() {
         estimated_tokens: tokens,
         estimated_cost_nanos: 0,
     };
-    let usage = Usage::default();
+    let usage = AccountUsage::default();
     let d = |r| evaluate(&config, "free", &p, &usage, &r, now).reason;
     assert_eq!(d(ask("gpt-4o-mini", "chat", 10)), None);
     assert_eq!(d(ask("claude-3-5-haiku-20241022", "chat", 10)), None);
@@ -175,9 +182,9 @@ fn overrides_win_over_the_plan() {
     let config = QuotaConfig::default();
     let settings = AccountSettings {
         plan: Some("pro".into()),
-        overrides: Limits {
+        overrides: PlanLimits {
             tokens_per_day: Some(7),
-            ..Limits::default()
+            ..PlanLimits::default()
         },
     };
     let (name, plan) = config.effective_limits(Some(&settings));
@@ -196,11 +203,12 @@ fn overrides_win_over_the_plan() {
 
 #[test]
 fn config_reads_usd_exactly_and_checks_plan_names() {
-    let limits: Limits = serde_json::from_str(r#"{"cost_per_month_usd": 12.34}"#).unwrap();
+    let limits: PlanLimits = serde_json::from_str(r#"{"cost_per_month_usd": 12.34}"#).unwrap();
     assert_eq!(limits.cost_per_month_usd, Some(Usd(12_340_000_000)));
-    let limits: Limits = serde_json::from_str(r#"{"cost_per_month_usd": "0.000000001"}"#).unwrap();
+    let limits: PlanLimits =
+        serde_json::from_str(r#"{"cost_per_month_usd": "0.000000001"}"#).unwrap();
     assert_eq!(limits.cost_per_month_usd, Some(Usd(1)));
-    assert!(serde_json::from_str::<Limits>(r#"{"cost_per_month_usd": -1}"#).is_err());
+    assert!(serde_json::from_str::<PlanLimits>(r#"{"cost_per_month_usd": -1}"#).is_err());
     let mut config = QuotaConfig::default();
     assert!(config.validate().is_ok());
     config
@@ -242,16 +250,16 @@ fn windows_move_with_the_clock_not_with_event_times() {
     // A client clock 23 hours fast: tomorrow's event waits in tomorrow's windows.
     let ahead = ms(2026, 11, 23, 9, 0, 0);
     c.add(ahead, 5000, 50, 1, now);
-    let usage = Usage::sum([&c], now);
+    let usage = AccountUsage::sum([&c], now);
     assert_eq!(
         (usage.day_tokens, usage.hour_tokens, usage.month_tokens),
         (1000, 1000, 6000),
         "the month holds both; today and this hour only today's"
     );
     c.add(now + 2_000, 500, 5, 1, now + 2_000);
-    assert_eq!(Usage::sum([&c], now + 2_000).day_tokens, 1500);
+    assert_eq!(AccountUsage::sum([&c], now + 2_000).day_tokens, 1500);
     // Once the clock reaches tomorrow, the early event is there and today's are gone.
-    let tomorrow = Usage::sum([&c], ahead + 1);
+    let tomorrow = AccountUsage::sum([&c], ahead + 1);
     assert_eq!((tomorrow.day_tokens, tomorrow.hour_tokens), (5000, 5000));
     assert_eq!(tomorrow.month_cost_nanos, 65);
     // Windows that passed are dropped when the counter next moves; the lookahead is bounded.

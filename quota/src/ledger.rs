@@ -1,17 +1,53 @@
-//! Quota counters: each partition's share of every account's usage in the current windows,
-//! folded from the same events as the rollups (so exactly once, by the same offset rules) and
-//! published to the compacted topic `tally.quota.v1` after each batch is written.
+//! The aggregator's quota counters: each partition's share of every account's usage in the
+//! current windows, folded from the same events as the rollups (so exactly once, by the same
+//! offset rules) and published to the compacted topic `tally.quota.v1` after each batch is
+//! written.
 //!
 //! When the aggregator takes a partition it starts the partition's counters from ClickHouse
 //! (this month's daily rows, this hour's hourly rows, the last minute of raw events) and
-//! publishes them all, which also repairs a publish lost to a crash after the write.
+//! publishes them all, which also repairs a publish lost to a crash after the write. The
+//! ledger holds the rules; the aggregator reads the rows and publishes what it returns.
 
-use crate::fold::QuotaDelta;
-use crate::store::{PartitionUsage, RecentSecond};
-use std::collections::HashMap;
-use tally_schema::quota::{
+use crate::model::{
     AccountCaps, AccountTally, CounterRecord, SecondSlot, Window, WindowStarts, MINUTE_SLOTS,
 };
+use clickhouse::Row;
+use serde::Deserialize;
+use std::collections::HashMap;
+
+/// One event's share of its account's quota counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QuotaDelta {
+    pub partition: i32,
+    pub offset: u64,
+    pub project_id: String,
+    pub account_id: String,
+    pub ts_ms: i64,
+    pub tokens: i64,
+    pub cost_nanos: i64,
+    pub requests: u64,
+}
+
+/// One partition's usage of one account in one bucket (see `queries::PARTITION_*_USAGE_SINCE`).
+#[derive(Debug, Row, Deserialize)]
+pub struct PartitionUsage {
+    pub project_id: String,
+    pub account_id: String,
+    pub bucket_start: u32,
+    pub tokens: i64,
+    pub cost_nanos: i64,
+    pub last_offset: u64,
+}
+
+/// One partition's requests and tokens of one account in one second.
+#[derive(Debug, Row, Deserialize)]
+pub struct RecentSecond {
+    pub project_id: String,
+    pub account_id: String,
+    pub second: i64,
+    pub requests: u64,
+    pub tokens: u64,
+}
 
 type CounterKey = (i32, String, String);
 

@@ -21,15 +21,17 @@ mod records;
 mod tests;
 
 pub use caps::{AccountCaps, AccountTally};
-pub use check::{evaluate, percent_of, CheckRequest, Decision, LimitState, Reason, Status, Usage};
+pub use check::{
+    evaluate, percent_of, AccountUsage, CheckRequest, Decision, LimitState, LimitStatus, Reason,
+};
 pub use records::{
     AccountSettings, CounterRecord, QuotaRecord, SecondSlot, Window, WindowStarts, WindowTotal,
     LOOKAHEAD_SECS, MINUTE_SLOTS,
 };
 
-use crate::money::{nanos_to_json, parse_usd_nanos};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use std::collections::BTreeMap;
+use tally_schema::money::{nanos_to_json, parse_usd_nanos};
 
 /// A USD amount kept as integer nano-USD; written as a number (or a decimal string) in config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
@@ -65,7 +67,7 @@ impl<'de> Deserialize<'de> for Usd {
 /// The limits of a plan or of one account. A missing limit means "no limit".
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
-pub struct Limits {
+pub struct PlanLimits {
     /// Tokens (input + output) per calendar UTC day.
     #[serde(
         skip_serializing_if = "Option::is_none",
@@ -110,10 +112,10 @@ pub struct Limits {
     pub allowed_models: Option<Vec<String>>,
 }
 
-impl Limits {
+impl PlanLimits {
     /// `self` with every limit that `overrides` sets replaced by the override.
-    pub fn overridden_by(&self, overrides: &Limits) -> Limits {
-        Limits {
+    pub fn overridden_by(&self, overrides: &PlanLimits) -> PlanLimits {
+        PlanLimits {
             tokens_per_day: overrides.tokens_per_day.or(self.tokens_per_day),
             tokens_per_month: overrides.tokens_per_month.or(self.tokens_per_month),
             cost_per_month_usd: overrides.cost_per_month_usd.or(self.cost_per_month_usd),
@@ -161,7 +163,7 @@ impl Default for Thresholds {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Plan {
-    pub limits: Limits,
+    pub limits: PlanLimits,
     pub thresholds: Thresholds,
     /// Where an account of this plan is sent when it needs more (shown as `requires_upgrade`).
     pub upgradable: bool,
@@ -170,7 +172,7 @@ pub struct Plan {
 impl Default for Plan {
     fn default() -> Self {
         Self {
-            limits: Limits::default(),
+            limits: PlanLimits::default(),
             thresholds: Thresholds::default(),
             upgradable: true,
         }
@@ -198,7 +200,7 @@ pub struct QuotaConfig {
 
 impl Default for QuotaConfig {
     fn default() -> Self {
-        let plan = |limits: Limits, upgradable| Plan {
+        let plan = |limits: PlanLimits, upgradable| Plan {
             limits,
             thresholds: Thresholds::default(),
             upgradable,
@@ -207,14 +209,14 @@ impl Default for QuotaConfig {
         plans.insert(
             "free".to_owned(),
             plan(
-                Limits {
+                PlanLimits {
                     tokens_per_day: Some(100_000),
                     tokens_per_month: Some(1_000_000),
                     cost_per_month_usd: Some(Usd(5_000_000_000)),
                     requests_per_minute: Some(20),
                     tokens_per_minute: Some(20_000),
                     tokens_per_request: Some(8_000),
-                    ..Limits::default()
+                    ..PlanLimits::default()
                 },
                 true,
             ),
@@ -222,13 +224,13 @@ impl Default for QuotaConfig {
         plans.insert(
             "pro".to_owned(),
             plan(
-                Limits {
+                PlanLimits {
                     tokens_per_day: Some(2_000_000),
                     tokens_per_month: Some(40_000_000),
                     cost_per_month_usd: Some(Usd(200_000_000_000)),
                     requests_per_minute: Some(300),
                     tokens_per_minute: Some(200_000),
-                    ..Limits::default()
+                    ..PlanLimits::default()
                 },
                 true,
             ),
@@ -236,10 +238,10 @@ impl Default for QuotaConfig {
         plans.insert(
             "enterprise".to_owned(),
             plan(
-                Limits {
+                PlanLimits {
                     requests_per_minute: Some(3_000),
                     tokens_per_minute: Some(2_000_000),
-                    ..Limits::default()
+                    ..PlanLimits::default()
                 },
                 false,
             ),
