@@ -3,7 +3,7 @@
 
 use crate::auth::ProjectConfig;
 use crate::ratelimit::RateLimitConfig;
-use crate::sink::ProducerConfig;
+use crate::write::sink::ProducerConfig;
 use serde::{Deserialize, Serialize};
 use tally_quota::QuotaConfig;
 use tally_runtime::clickhouse::ClickHouseConfig;
@@ -15,6 +15,9 @@ use tally_schema::validate::Limits;
 pub struct IngestConfig {
     /// Address the HTTP server listens on.
     pub listen: String,
+    /// The route families this process serves (default: all four). A read replica apart
+    /// from the write path runs `["read"]`; `/readyz` asks only the families served.
+    pub roles: Vec<Role>,
     /// HTTP worker threads; 0 means one per core.
     pub workers: usize,
     /// Largest request body, in bytes, after decompression; larger is refused with 413.
@@ -37,6 +40,7 @@ impl Default for IngestConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:8080".into(),
+            roles: Role::ALL.to_vec(),
             workers: 0,
             max_body_bytes: 5 * 1024 * 1024,
             shutdown_timeout_secs: 30,
@@ -48,5 +52,37 @@ impl Default for IngestConfig {
             projects: Vec::new(),
             quota: QuotaConfig::default(),
         }
+    }
+}
+
+/// A family of routes, with the state and readiness it needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// `POST /v1/batch`: ready when Kafka is reachable.
+    Write,
+    /// Sessions, timelines, metrics and `GET /v1/usage/{account_id}`: reads ClickHouse and the
+    /// quota view; ready once the view has read the quota topic.
+    Read,
+    /// `POST /v1/quota/check`: reads the quota view; ready once it has read the topic.
+    Quota,
+    /// Account plans, overrides and usage adjustments: publishes to the quota and events
+    /// topics; ready once the view has read the quota topic and Kafka is reachable.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 4] = [Role::Write, Role::Read, Role::Quota, Role::Admin];
+    /// The roles that need the quota view (and so follow `tally.quota.v1`).
+    pub const VIEW_READERS: [Role; 3] = [Role::Read, Role::Quota, Role::Admin];
+}
+
+impl IngestConfig {
+    /// Checks what serde cannot: at least one role.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.roles.is_empty() {
+            return Err("roles: name at least one of write, read, quota, admin".into());
+        }
+        self.quota.validate()
     }
 }

@@ -1,10 +1,17 @@
-//! tally-ingest: the HTTP front door of Tally.
+//! tally-ingest: the HTTP front door of Tally, as four route families a deployment chooses
+//! with `roles` (see [`config::Role`]):
 //!
-//! `POST /v1/batch` validates events and publishes them to Kafka, answering only after Kafka
-//! acknowledged them; the read routes serve sessions from ClickHouse. See [`server::routes`].
+//! - [`write`]: `POST /v1/batch` to Kafka, answered once Kafka acknowledged it;
+//! - [`read`]: sessions, timelines, metrics and account usage, from ClickHouse and the quota view;
+//! - [`quota`]: `POST /v1/quota/check`, from the quota view alone;
+//! - [`admin`]: account plans, overrides and usage adjustments.
+//!
+//! What they share lives beside them: keys and scopes ([`auth`]), request bodies ([`body`]),
+//! the error answer ([`error`]), rate limits ([`ratelimit`]), metrics ([`metrics`]), and the
+//! server with its middleware and operational routes ([`server`]).
 
+pub mod admin;
 pub mod auth;
-pub mod batch;
 pub mod body;
 pub mod config;
 pub mod error;
@@ -13,32 +20,39 @@ pub mod quota;
 pub mod ratelimit;
 pub mod read;
 pub mod server;
-pub mod sessions;
-pub mod sink;
-
 #[cfg(test)]
-mod tests;
+mod testing;
+pub mod write;
 
+use config::Role;
 use std::sync::Arc;
 
 /// A built ingest: its address, the handle that stops it, and its Kafka sink.
 pub struct Running {
     pub addr: std::net::SocketAddr,
     pub handle: actix_web::dev::ServerHandle,
-    pub sink: Arc<sink::KafkaSink>,
+    pub sink: Arc<write::sink::KafkaSink>,
 }
 
-/// Builds the Kafka sink and the server for `config`, bound to `config.listen`.
-/// The server runs when the returned future is awaited or spawned.
+/// Builds the Kafka sink, the quota view (when a role served needs it) and the server for
+/// `config`, bound to `config.listen`. The server runs when the returned future is awaited or
+/// spawned.
 pub fn build(config: config::IngestConfig) -> anyhow::Result<(Running, actix_web::dev::Server)> {
-    let sink = Arc::new(sink::KafkaSink::new(&config.kafka, &config.producer)?);
+    config.validate().map_err(|err| anyhow::anyhow!("{err}"))?;
+    let sink = Arc::new(write::sink::KafkaSink::new(
+        &config.kafka,
+        &config.producer,
+    )?);
     let listener = std::net::TcpListener::bind(&config.listen)
         .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.listen))?;
     let addr = listener.local_addr()?;
-    let quota = quota::QuotaState::connect(config.quota.clone(), &config.kafka)?;
-    let state =
-        actix_web::web::Data::new(server::AppState::with_quota(config, sink.clone(), quota)?);
-    let server = server::start(state, listener)?;
+    let quota = if Role::VIEW_READERS.iter().any(|r| config.roles.contains(r)) {
+        quota::QuotaState::connect(config.quota.clone(), &config.kafka)?
+    } else {
+        quota::QuotaState::detached(config.quota.clone())
+    };
+    let services = server::Services::new(config, sink.clone(), quota)?;
+    let server = server::start(actix_web::web::Data::new(services), listener)?;
     let running = Running {
         addr,
         handle: server.handle(),

@@ -40,8 +40,9 @@ async fn main() -> anyhow::Result<()> {
         Ok(Err(err)) => tracing::warn!(%err, "cannot create topics"),
         Err(_) => tracing::warn!("kafka did not answer; topics not checked"),
     }
+    let roles = format!("{:?}", config.roles);
     let (running, server) = tally_ingest::build(config)?;
-    tracing::info!(addr = %running.addr, "tally-ingest listening");
+    tracing::info!(addr = %running.addr, %roles, "tally-ingest listening");
     server.await?;
     // The server has stopped accepting and finished its requests; deliver what is queued.
     running.sink.flush(Duration::from_secs(10));

@@ -1,14 +1,19 @@
-//! The HTTP server: shared state, routes, and the middleware that gives every response an
-//! `X-Request-Id`, one JSON log line and its metrics.
+//! The HTTP server: what every route family shares (keys, rate limits, metrics: the
+//! [`Gate`]), the families a deployment serves ([`Services`], chosen by `roles`), and the
+//! middleware that gives every response an `X-Request-Id`, one JSON log line and its metrics.
+//! `/healthz`, `/readyz` and `/metrics` are served whatever the roles.
 
+use crate::admin::AdminState;
 use crate::auth::{KeyRing, Principal, Scope};
-use crate::config::IngestConfig;
+use crate::config::{IngestConfig, Role};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::quota::{self, QuotaState};
+use crate::quota::{CheckState, QuotaState};
 use crate::ratelimit::{RateLimitState, RateLimiter, RouteGroup};
-use crate::sink::EventSink;
-use crate::{batch, read, sessions};
+use crate::read::ReadState;
+use crate::write::sink::EventSink;
+use crate::write::WriteState;
+use crate::{admin, quota, read, write};
 use actix_web::body::MessageBody;
 use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
 use actix_web::http::header::{HeaderName, HeaderValue};
@@ -19,11 +24,25 @@ use std::sync::Arc;
 use std::time::Instant;
 use tracing::Instrument;
 
-/// Longest a read query may run in ClickHouse (`max_execution_time`), in seconds; past it
-/// the read answers 503.
-pub const READ_MAX_EXECUTION_SECS: u32 = 30;
+/// What every route family shares: the configuration, the keys, the rate limiter and the
+/// metrics. [`Gate::admit`] is the first call of every authenticated handler.
+pub struct Gate {
+    pub config: IngestConfig,
+    pub keys: KeyRing,
+    pub metrics: Metrics,
+    pub limiter: RateLimiter,
+}
 
-impl AppState {
+impl Gate {
+    pub fn new(config: IngestConfig) -> anyhow::Result<Self> {
+        Ok(Self {
+            keys: KeyRing::new(&config.projects)?,
+            limiter: RateLimiter::new(config.rate_limit.clone()),
+            metrics: Metrics::new(),
+            config,
+        })
+    }
+
     /// Authenticates the request's key for `scope` and takes one request token of its bucket
     /// for `group`; the answer then carries the `X-RateLimit-*` headers (see
     /// [`crate::ratelimit`]).
@@ -45,92 +64,101 @@ impl AppState {
     }
 }
 
-/// Everything a handler needs, shared by all workers.
-pub struct AppState {
-    pub config: IngestConfig,
-    pub keys: KeyRing,
+/// The route families this process serves, each with its slice of state; a family that
+/// `roles` leaves out is `None`, its routes answer 404 and its readiness is not asked.
+pub struct Services {
+    pub gate: Arc<Gate>,
+    pub write: Option<web::Data<WriteState>>,
+    pub read: Option<web::Data<ReadState>>,
+    pub check: Option<web::Data<CheckState>>,
+    pub admin: Option<web::Data<AdminState>>,
+    /// The events topic's sink (write and admin publish to it).
     pub sink: Arc<dyn EventSink>,
-    pub clickhouse: clickhouse::Client,
-    pub metrics: Metrics,
-    pub limiter: RateLimiter,
-    pub quota: QuotaState,
+    /// The quota view (read, quota and admin use it); present only when one of them is served.
+    pub quota: Option<Arc<QuotaState>>,
 }
 
-impl AppState {
-    /// State whose quota view follows nothing (for tests of the HTTP layer alone).
-    pub fn new(config: IngestConfig, sink: Arc<dyn EventSink>) -> anyhow::Result<Self> {
-        let quota = QuotaState::detached(config.quota.clone());
-        Self::with_quota(config, sink, quota)
-    }
-
-    pub fn with_quota(
+impl Services {
+    /// The families `config.roles` names, over `sink` and `quota`.
+    pub fn new(
         config: IngestConfig,
         sink: Arc<dyn EventSink>,
         quota: QuotaState,
     ) -> anyhow::Result<Self> {
-        config
-            .quota
-            .validate()
-            .map_err(|err| anyhow::anyhow!("{err}"))?;
+        config.validate().map_err(|err| anyhow::anyhow!("{err}"))?;
+        let roles = config.roles.clone();
+        let gate = Arc::new(Gate::new(config)?);
+        let serves = |role| roles.contains(&role);
+        let quota = Role::VIEW_READERS
+            .into_iter()
+            .any(serves)
+            .then(|| Arc::new(quota));
+        let with_view = |role| quota.clone().filter(|_| serves(role));
+        let write = serves(Role::Write)
+            .then(|| web::Data::new(WriteState::new(gate.clone(), sink.clone())));
+        let read =
+            with_view(Role::Read).map(|view| web::Data::new(ReadState::new(gate.clone(), view)));
+        let check =
+            with_view(Role::Quota).map(|view| web::Data::new(CheckState::new(gate.clone(), view)));
+        let admin = with_view(Role::Admin)
+            .map(|view| web::Data::new(AdminState::new(gate.clone(), sink.clone(), view)));
         Ok(Self {
-            quota,
-            keys: KeyRing::new(&config.projects)?,
-            // No read may hold a ClickHouse thread longer than this, whatever it asks.
-            clickhouse: config
-                .clickhouse
-                .client()
-                .with_setting("max_execution_time", READ_MAX_EXECUTION_SECS.to_string()),
-            limiter: RateLimiter::new(config.rate_limit.clone()),
+            gate,
+            write,
+            read,
+            check,
+            admin,
             sink,
-            metrics: Metrics::new(),
-            config,
+            quota,
         })
+    }
+
+    /// Why this process is not ready, if it is not: the first family served that is not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        let write = self.write.as_ref().and_then(|s| s.not_ready());
+        let read = self.read.as_ref().and_then(|s| s.not_ready());
+        let check = self.check.as_ref().and_then(|s| s.not_ready());
+        let admin = self.admin.as_ref().and_then(|s| s.not_ready());
+        write.or(read).or(check).or(admin)
     }
 }
 
-/// Registers every route on an app.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/v1/batch", web::post().to(batch::post_batch))
-        .route("/v1/sessions/{id}", web::get().to(sessions::get_session))
-        .route(
-            "/v1/sessions/{id}/timeline",
-            web::get().to(sessions::get_timeline),
-        )
-        .configure(read::routes)
-        .route("/v1/quota/check", web::post().to(quota::post_check))
-        .route("/v1/usage/{account_id}", web::get().to(quota::get_usage))
-        .route(
-            "/v1/admin/accounts/{account_id}",
-            web::get().to(quota::get_account),
-        )
-        .route(
-            "/v1/admin/accounts/{account_id}",
-            web::put().to(quota::put_account),
-        )
-        .route(
-            "/v1/admin/accounts/{account_id}/adjustments",
-            web::post().to(quota::adjust_usage),
-        )
-        .route("/healthz", web::get().to(healthz))
+/// Registers the routes of every family served, their state, and the operational routes.
+pub fn routes(cfg: &mut web::ServiceConfig, services: &Services) {
+    cfg.app_data(web::Data::from(services.gate.clone()));
+    if let Some(state) = &services.write {
+        cfg.app_data(state.clone()).configure(write::routes);
+    }
+    if let Some(state) = &services.read {
+        cfg.app_data(state.clone()).configure(read::routes);
+    }
+    if let Some(state) = &services.check {
+        cfg.app_data(state.clone()).configure(quota::routes);
+    }
+    if let Some(state) = &services.admin {
+        cfg.app_data(state.clone()).configure(admin::routes);
+    }
+    cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));
 }
 
 /// Starts the server on `listener`; the returned future runs it until it is stopped
 /// (SIGINT/SIGTERM or its handle), finishing in-flight requests first.
-pub fn start(state: web::Data<AppState>, listener: TcpListener) -> std::io::Result<Server> {
-    let workers = match state.config.workers {
+pub fn start(services: web::Data<Services>, listener: TcpListener) -> std::io::Result<Server> {
+    let config = &services.gate.config;
+    let workers = match config.workers {
         0 => std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(2),
         n => n,
     };
-    let shutdown = state.config.shutdown_timeout_secs;
+    let shutdown = config.shutdown_timeout_secs;
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(state.clone())
+            .app_data(services.clone())
             .wrap(from_fn(observe))
-            .configure(routes)
+            .configure(|cfg| routes(cfg, &services))
             .default_service(web::to(|| async {
                 Err::<HttpResponse, _>(ApiError::NotFound("route"))
             }))
@@ -146,42 +174,32 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
 }
 
-async fn readyz(state: web::Data<AppState>) -> HttpResponse {
-    if !state.quota.is_loaded() {
-        return HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "not_ready", "reason": "quota view loading"}));
-    }
-    if state.sink.is_ready() {
-        HttpResponse::Ok().json(serde_json::json!({"status": "ready"}))
-    } else {
-        HttpResponse::ServiceUnavailable()
-            .json(serde_json::json!({"status": "not_ready", "reason": "kafka unreachable"}))
+async fn readyz(services: web::Data<Services>) -> HttpResponse {
+    match services.not_ready() {
+        None => HttpResponse::Ok().json(serde_json::json!({"status": "ready"})),
+        Some(reason) => HttpResponse::ServiceUnavailable()
+            .json(serde_json::json!({"status": "not_ready", "reason": reason})),
     }
 }
 
-async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state.metrics.producer_queue.set(state.sink.queue_len());
-    let staleness = state
-        .quota
-        .staleness_secs(chrono::Utc::now().timestamp_millis());
-    // An unbounded staleness (never caught up) shows as a large finite number.
-    state
-        .metrics
-        .quota_view_staleness
-        .set(if staleness.is_finite() {
+async fn metrics(services: web::Data<Services>) -> HttpResponse {
+    let metrics = &services.gate.metrics;
+    metrics.producer_queue.set(services.sink.queue_len());
+    if let Some(quota) = &services.quota {
+        let staleness = quota.staleness_secs(chrono::Utc::now().timestamp_millis());
+        // An unbounded staleness (never caught up) shows as a large finite number.
+        metrics.quota_view_staleness.set(if staleness.is_finite() {
             staleness
         } else {
             1e9
         });
-    state
-        .metrics
-        .quota_view_accounts
-        .set(state.quota.accounts() as i64);
-    let refused = &state.metrics.quota_view_refused_accounts;
-    refused.inc_by(state.quota.refused_accounts().saturating_sub(refused.get()));
+        metrics.quota_view_accounts.set(quota.accounts() as i64);
+        let refused = &metrics.quota_view_refused_accounts;
+        refused.inc_by(quota.refused_accounts().saturating_sub(refused.get()));
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
-        .body(state.metrics.render())
+        .body(metrics.render())
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -199,7 +217,7 @@ async fn observe(
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let state = request.app_data::<web::Data<AppState>>().cloned();
+    let state = request.app_data::<web::Data<Gate>>().cloned();
     if let Some(state) = &state {
         state.metrics.in_flight.inc();
     }
@@ -269,3 +287,6 @@ async fn observe(
     );
     Ok(response)
 }
+
+#[cfg(test)]
+mod tests;

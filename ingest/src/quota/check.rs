@@ -3,8 +3,8 @@
 use super::QuotaState;
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
+use crate::quota::CheckState;
 use crate::ratelimit::RouteGroup;
-use crate::server::AppState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -29,11 +29,13 @@ pub struct CheckBody {
 }
 
 pub async fn post_check(
-    state: web::Data<AppState>,
+    state: web::Data<CheckState>,
     request: HttpRequest,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.admit(&request, Scope::Ingest, RouteGroup::Quota)?;
+    let principal = state
+        .gate
+        .admit(&request, Scope::Ingest, RouteGroup::Quota)?;
     let body: CheckBody = parse_body(&body)?;
     let account_id = account_id(&principal, &body.account_id)?;
     let estimated_cost_nanos = match &body.estimated_cost_usd {
@@ -67,6 +69,7 @@ pub async fn post_check(
     let quota = &state.quota;
     let (decision, view) = decide(quota, &principal.project_id, &account_id, &check, now_ms);
     state
+        .gate
         .metrics
         .quota_check_duration
         .observe(started.elapsed().as_secs_f64());
@@ -77,6 +80,7 @@ pub async fn post_check(
     };
     let reason = decision.reason.map_or("", Reason::as_str);
     state
+        .gate
         .metrics
         .quota_checks
         .with_label_values(&[outcome, reason])
@@ -131,13 +135,13 @@ pub(super) fn decide(
     (decision, ViewState { stale, tracked })
 }
 
-pub(super) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|err| ApiError::bad_request("invalid_body", format!("request body: {err}")))
 }
 
 /// The account id as stored: checked, and hashed when the project hashes account ids.
-pub(super) fn account_id(principal: &Principal, raw: &str) -> Result<String, ApiError> {
+pub(crate) fn account_id(principal: &Principal, raw: &str) -> Result<String, ApiError> {
     if raw.is_empty() || raw.chars().count() > 128 {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -147,7 +151,7 @@ pub(super) fn account_id(principal: &Principal, raw: &str) -> Result<String, Api
     Ok(principal.redact.account_id(&principal.project_id, raw))
 }
 
-pub(super) fn limit_json(limit: &LimitState, now_ms: i64) -> Value {
+pub(crate) fn limit_json(limit: &LimitState, now_ms: i64) -> Value {
     let amount = |n: u64| match limit.unit {
         "usd" => nanos_to_json(i64::try_from(n).unwrap_or(i64::MAX)),
         _ => Value::from(n),

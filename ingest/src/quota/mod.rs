@@ -1,6 +1,6 @@
-//! Quotas in ingest: the in-memory view of `tally.quota.v1` every replica follows, the
-//! check (`POST /v1/quota/check`), an account's usage (`GET /v1/usage/{account_id}`) and the
-//! admin routes that set plans, overrides and usage adjustments.
+//! The quota role: `POST /v1/quota/check`, answered from [`QuotaState`], ingest's in-memory
+//! view of `tally.quota.v1` (which the read role's usage route and the admin role use too).
+//! The rules themselves (limits, windows, the decision) are `tally_quota`'s.
 //!
 //! The check never touches ClickHouse or Kafka: it reads the view under a read lock.
 //! Requests per minute across replicas: the view carries every replica's admitted requests
@@ -9,18 +9,14 @@
 //! takes the larger of the two. So with N replicas an account can overshoot its per-minute
 //! limit by at most what the other N-1 replicas admitted during the pipeline delay.
 
-mod admin;
-mod check;
+pub(crate) mod check;
 mod local;
 #[cfg(test)]
 mod tests;
-mod usage;
-
-pub use admin::{adjust_usage, get_account, put_account};
-pub use check::post_check;
-pub use usage::get_usage;
 
 use crate::error::ApiError;
+use crate::server::Gate;
+use actix_web::web;
 use local::LocalMinute;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -37,7 +33,30 @@ pub struct Lookup {
     pub tracked: bool,
 }
 
-/// The quota side of ingest's state.
+/// The quota role's state.
+pub struct CheckState {
+    pub gate: Arc<Gate>,
+    pub quota: Arc<QuotaState>,
+}
+
+impl CheckState {
+    pub fn new(gate: Arc<Gate>, quota: Arc<QuotaState>) -> Self {
+        Self { gate, quota }
+    }
+
+    /// Why the check is not ready, if it is not.
+    pub fn not_ready(&self) -> Option<&'static str> {
+        (!self.quota.is_loaded()).then_some("quota view loading")
+    }
+}
+
+/// Registers the quota routes.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.route("/v1/quota/check", web::post().to(check::post_check));
+}
+
+/// ingest's view of the quota topic, the requests it admitted itself this minute, and the
+/// publisher of settings.
 pub struct QuotaState {
     pub config: QuotaConfig,
     view: Arc<RwLock<QuotaView>>,
@@ -147,7 +166,7 @@ impl QuotaState {
     }
 
     /// Publishes a record to the quota topic and applies it here.
-    async fn publish(&self, record: QuotaRecord) -> Result<(), ApiError> {
+    pub(crate) async fn publish(&self, record: QuotaRecord) -> Result<(), ApiError> {
         if let Some(publisher) = &self.publisher {
             publisher
                 .send(&self.quota_topic, &record.key(), &record.to_json())

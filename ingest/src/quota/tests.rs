@@ -3,30 +3,14 @@
 
 use crate::auth::{hash_key, KeyConfig, ProjectConfig, Redaction, Scope};
 use crate::config::IngestConfig;
-use crate::server::{routes, AppState};
-use crate::sink::{EventSink, SinkError, SinkRecord};
-use actix_web::{test as actix_test, web, App};
-use futures::future::BoxFuture;
+use crate::server::Services;
+use crate::testing::{app, services, view, FakeSink};
+use actix_web::{test as actix_test, web};
 use serde_json::{json, Value};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use tally_quota::{CounterRecord, PlanLimits, QuotaConfig, QuotaRecord};
 
-#[derive(Default)]
-struct Sink(Mutex<Vec<SinkRecord>>);
-
-impl EventSink for Sink {
-    fn publish(&self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), SinkError>> {
-        Box::pin(async move {
-            self.0.lock().expect("lock").extend(records);
-            Ok(())
-        })
-    }
-    fn is_ready(&self) -> bool {
-        true
-    }
-}
-
-fn state(sink: Arc<Sink>) -> web::Data<AppState> {
+fn state(sink: Arc<FakeSink>) -> web::Data<Services> {
     let key = |k: &str, scopes: Vec<Scope>| KeyConfig {
         sha256: hash_key(k),
         scopes,
@@ -57,17 +41,17 @@ fn state(sink: Arc<Sink>) -> web::Data<AppState> {
         quota,
         ..IngestConfig::default()
     };
-    web::Data::new(AppState::new(config, sink).expect("state"))
+    services(config, sink)
 }
 
 async fn call(
-    state: &web::Data<AppState>,
+    state: &web::Data<Services>,
     method: &str,
     uri: &str,
     key: &str,
     body: Value,
 ) -> (u16, Value, Option<String>) {
-    let app = actix_test::init_service(App::new().app_data(state.clone()).configure(routes)).await;
+    let app = actix_test::init_service(app(state)).await;
     let request = match method {
         "GET" => actix_test::TestRequest::get(),
         "PUT" => actix_test::TestRequest::put(),
@@ -88,11 +72,11 @@ async fn call(
     (status, body, tightest)
 }
 
-fn used_today(state: &AppState, tokens: i64) {
+fn used_today(state: &Services, tokens: i64) {
     let now = chrono::Utc::now().timestamp_millis();
     let mut counters = CounterRecord::new("p", "acct", 0);
     counters.add(now, tokens, 0, 0, now);
-    state.quota.apply(QuotaRecord::Counters(counters));
+    view(state).apply(QuotaRecord::Counters(counters));
 }
 
 #[actix_web::test]
@@ -161,7 +145,7 @@ async fn bad_checks_are_400_naming_the_field() {
 
 #[actix_web::test]
 async fn admin_routes_need_the_admin_key_of_the_project() {
-    let sink: Arc<Sink> = Arc::default();
+    let sink: Arc<FakeSink> = Arc::default();
     let state = state(sink.clone());
     let plan = json!({"plan": "pro", "overrides": {"tokens_per_day": 5}});
     let uri = "/v1/admin/accounts/acct";
@@ -204,7 +188,7 @@ async fn admin_routes_need_the_admin_key_of_the_project() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let records = sink.0.lock().unwrap();
+    let records = sink.records.lock().unwrap();
     let envelope = tally_schema::Envelope::decode(&records[0].payload).expect("envelope");
     assert_eq!(
         envelope.event.event_type,

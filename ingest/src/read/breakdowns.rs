@@ -5,7 +5,7 @@
 use super::metrics::{hour_range, read_request, rollup_filters, usage_points, GroupBy, Period};
 use super::rollup::{add_histogram, bind_rollups, Accuracy, LatencyStats, RollupRange, ACCURACY};
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::read::ReadState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -48,7 +48,7 @@ pub struct LatencyReport {
 
 pub async fn latency(
     request: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<ReadState>,
 ) -> Result<HttpResponse, ApiError> {
     let (principal, params) = read_request(
         &request,
@@ -132,7 +132,7 @@ pub struct ToolReport {
 
 pub async fn tools(
     request: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<ReadState>,
 ) -> Result<HttpResponse, ApiError> {
     let (principal, params) = read_request(&request, &state, &["from", "to", "tool"])?;
     let range = hour_range(&params)?;
@@ -269,7 +269,7 @@ pub const MAX_BREAKDOWN: u32 = 1_000;
 
 pub async fn cost(
     request: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<ReadState>,
 ) -> Result<HttpResponse, ApiError> {
     let (principal, params) = read_request(
         &request,

@@ -7,7 +7,7 @@ use super::rollup::{bind_rollups, RollupFilters, RollupRange};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::ratelimit::RouteGroup;
-use crate::server::AppState;
+use crate::read::ReadState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -22,10 +22,10 @@ const HOUR_SECS: i64 = 3_600;
 /// Authenticates a read request and parses its parameters.
 pub(super) fn read_request(
     request: &HttpRequest,
-    state: &AppState,
+    state: &ReadState,
     parameters: &[&str],
 ) -> Result<(Principal, Params), ApiError> {
-    let principal = state.admit(request, Scope::Read, RouteGroup::Read)?;
+    let principal = state.gate.admit(request, Scope::Read, RouteGroup::Read)?;
     let params = Params::parse(request.query_string(), parameters)?;
     Ok((principal, params))
 }
@@ -127,7 +127,7 @@ fn ratio(part: u64, whole: u64) -> Option<f64> {
 
 pub async fn summary(
     request: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<ReadState>,
 ) -> Result<HttpResponse, ApiError> {
     // No `operation`: sessions have no single operation to filter by.
     let (principal, params) =
@@ -318,7 +318,7 @@ pub struct UsageSeries {
 
 /// Usage points per bucket of `period` and group, over `rollups`.
 pub(super) async fn usage_points(
-    state: &AppState,
+    state: &ReadState,
     project_id: &str,
     period: Period,
     group_by: Option<GroupBy>,
@@ -346,7 +346,7 @@ pub(super) async fn usage_points(
 
 pub async fn usage(
     request: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<ReadState>,
 ) -> Result<HttpResponse, ApiError> {
     let (principal, params) = read_request(
         &request,

@@ -5,8 +5,8 @@ use super::params::{PageCursor, Params, MAX_SPAN_MS};
 use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::ratelimit::RouteGroup;
-use crate::server::AppState;
-use crate::sessions::SessionSummary;
+use crate::read::sessions::SessionSummary;
+use crate::read::ReadState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clickhouse::Row;
 use serde::{Deserialize, Serialize};
@@ -50,9 +50,9 @@ pub struct SessionPage {
 
 pub async fn list_sessions(
     request: HttpRequest,
-    state: web::Data<AppState>,
+    state: web::Data<ReadState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.admit(&request, Scope::Read, RouteGroup::Read)?;
+    let principal = state.gate.admit(&request, Scope::Read, RouteGroup::Read)?;
     let params = Params::parse(request.query_string(), PARAMETERS)?;
     let range = params.time_range(chrono::Utc::now().timestamp_millis(), MAX_SPAN_MS)?;
     let account_id = super::metrics::account_filter(&principal, &params)?;

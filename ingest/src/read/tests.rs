@@ -6,10 +6,8 @@ use super::rollup::{LatencyStats, RollupRange};
 use crate::auth::{hash_key, KeyConfig, ProjectConfig, Redaction, Scope};
 use crate::config::IngestConfig;
 use crate::error::ApiError;
-use crate::server::{routes, AppState};
-use crate::sink::{EventSink, SinkError, SinkRecord};
-use actix_web::{test as actix_test, web, App};
-use futures::future::BoxFuture;
+use crate::testing::{app, services, FakeSink};
+use actix_web::test as actix_test;
 use serde_json::Value;
 use std::sync::Arc;
 use tally_schema::rollups::{latency_bucket, LATENCY_BOUNDS_MS};
@@ -253,18 +251,6 @@ fn percentiles_are_bucket_upper_bounds_within_the_stated_tolerance() {
     assert_eq!((empty.avg_ms, empty.p50_ms), (None, None));
 }
 
-struct NoSink;
-
-impl EventSink for NoSink {
-    fn publish(&self, _: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), SinkError>> {
-        Box::pin(async { Err(SinkError::Unavailable("not in these tests".into())) })
-    }
-
-    fn is_ready(&self) -> bool {
-        false
-    }
-}
-
 const READ_KEY: &str = "read-key";
 const INGEST_KEY: &str = "ingest-key";
 
@@ -288,8 +274,8 @@ async fn get(path: &str, key: &str) -> (u16, Value) {
     };
     // Nothing listens there: a request that reached ClickHouse would fail with a 503.
     config.clickhouse.url = "http://127.0.0.1:9".into();
-    let state = web::Data::new(AppState::new(config, Arc::new(NoSink)).expect("state"));
-    let app = actix_test::init_service(App::new().app_data(state).configure(routes)).await;
+    let services = services(config, Arc::new(FakeSink::default()));
+    let app = actix_test::init_service(app(&services)).await;
     let request = actix_test::TestRequest::get()
         .uri(path)
         .insert_header(("authorization", format!("Bearer {key}")))

@@ -5,8 +5,8 @@ use crate::auth::Scope;
 use crate::body::{read_json_body, require_json};
 use crate::error::ApiError;
 use crate::ratelimit::RouteGroup;
-use crate::server::AppState;
-use crate::sink::SinkRecord;
+use crate::write::sink::SinkRecord;
+use crate::write::WriteState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::Utc;
 use serde::Serialize;
@@ -24,28 +24,31 @@ pub struct BatchResponse {
 pub async fn post_batch(
     request: HttpRequest,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    state: web::Data<WriteState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.admit(&request, Scope::Ingest, RouteGroup::Write)?;
+    let principal = state
+        .gate
+        .admit(&request, Scope::Ingest, RouteGroup::Write)?;
     tracing::Span::current().record("project", principal.project_id.as_str());
     require_json(&request)?;
-    let body = read_json_body(&request, payload, state.config.max_body_bytes).await?;
+    let body = read_json_body(&request, payload, state.gate.config.max_body_bytes).await?;
 
     let now = Utc::now();
-    let parsed = parse_batch(&body, &state.config.limits, now).map_err(|err| match err {
+    let parsed = parse_batch(&body, &state.gate.config.limits, now).map_err(|err| match err {
         BatchError::InvalidJson(_) => ApiError::bad_request("invalid_json", err.to_string()),
         BatchError::InvalidBatch(_) => ApiError::bad_request("invalid_batch", err.to_string()),
         BatchError::TooManyEvents { .. } => ApiError::PayloadTooLarge(err.to_string()),
     })?;
     let events = parsed.events.len();
     state
+        .gate
         .limiter
         .events(&principal.key_id, events, Instant::now())
         .map_err(|limited| ApiError::RateLimited {
             retry_after_secs: limited.retry_after_secs,
         })?;
     tracing::Span::current().record("batch_size", parsed.events.len() + parsed.rejected.len());
-    let metrics = &state.metrics;
+    let metrics = &state.gate.metrics;
     metrics
         .batch_events
         .observe((parsed.events.len() + parsed.rejected.len()) as f64);
@@ -77,7 +80,7 @@ pub async fn post_batch(
             tracing::warn!(project = %principal.project_id, %err, "batch not acknowledged by Kafka");
             return Err(ApiError::Unavailable {
                 what: "Kafka",
-                retry_after_secs: state.config.producer.retry_after_secs,
+                retry_after_secs: state.gate.config.producer.retry_after_secs,
             });
         }
     }

@@ -6,7 +6,7 @@ use crate::auth::Scope;
 use crate::error::ApiError;
 use crate::ratelimit::RouteGroup;
 use crate::read::params::{PageCursor, Params};
-use crate::server::AppState;
+use crate::read::ReadState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -105,9 +105,9 @@ fn session_id(path: &web::Path<String>) -> Result<String, ApiError> {
 pub async fn get_session(
     request: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<ReadState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.admit(&request, Scope::Read, RouteGroup::Read)?;
+    let principal = state.gate.admit(&request, Scope::Read, RouteGroup::Read)?;
     let session_id = session_id(&path)?;
     let row = state
         .clickhouse
@@ -123,9 +123,9 @@ pub async fn get_session(
 pub async fn get_timeline(
     request: HttpRequest,
     path: web::Path<String>,
-    state: web::Data<AppState>,
+    state: web::Data<ReadState>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.admit(&request, Scope::Read, RouteGroup::Read)?;
+    let principal = state.gate.admit(&request, Scope::Read, RouteGroup::Read)?;
     let session_id = session_id(&path)?;
     let params = Params::parse(request.query_string(), TIMELINE_PARAMETERS)?;
     let limit = params.limit(TIMELINE_PAGE, TIMELINE_PAGE)?;

@@ -6,12 +6,12 @@
 //! how every replica learns them. An adjustment is an event like any other (type
 //! `usage_adjustment`), so the rollups, the quota counters and a rebuild all include it.
 
-use super::check::{account_id, parse_body};
+use crate::admin::AdminState;
 use crate::auth::Scope;
 use crate::error::ApiError;
+use crate::quota::check::{account_id, parse_body};
 use crate::ratelimit::RouteGroup;
-use crate::server::AppState;
-use crate::sink::SinkRecord;
+use crate::write::sink::SinkRecord;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
@@ -57,7 +57,7 @@ struct AdjustmentBody {
 }
 
 fn settings_json(
-    state: &AppState,
+    state: &AdminState,
     account: &str,
     settings: Option<&AccountSettings>,
 ) -> serde_json::Value {
@@ -72,11 +72,13 @@ fn settings_json(
 }
 
 pub async fn get_account(
-    state: web::Data<AppState>,
+    state: web::Data<AdminState>,
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.admit(&request, Scope::Admin, RouteGroup::Admin)?;
+    let principal = state
+        .gate
+        .admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let settings = state
@@ -87,12 +89,14 @@ pub async fn get_account(
 }
 
 pub async fn put_account(
-    state: web::Data<AppState>,
+    state: web::Data<AdminState>,
     request: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.admit(&request, Scope::Admin, RouteGroup::Admin)?;
+    let principal = state
+        .gate
+        .admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
     let body: SettingsBody = parse_body(&body)?;
     if let Some(plan) = &body.plan {
@@ -122,12 +126,14 @@ pub async fn put_account(
 }
 
 pub async fn adjust_usage(
-    state: web::Data<AppState>,
+    state: web::Data<AdminState>,
     request: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.admit(&request, Scope::Admin, RouteGroup::Admin)?;
+    let principal = state
+        .gate
+        .admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
     let body: AdjustmentBody = parse_body(&body)?;
     let cost_nanos = match &body.cost_usd {
@@ -199,7 +205,7 @@ pub async fn adjust_usage(
         tracing::warn!(%err, "adjustment not acknowledged by Kafka");
         ApiError::Unavailable {
             what: "Kafka",
-            retry_after_secs: state.config.producer.retry_after_secs,
+            retry_after_secs: state.gate.config.producer.retry_after_secs,
         }
     })?;
     Ok(HttpResponse::Ok().json(json!({

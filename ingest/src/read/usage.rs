@@ -2,11 +2,11 @@
 //! quota view), this month's breakdown by model and operation, the last 30 days and a trend
 //! (from the daily rollup).
 
-use super::check::{account_id, limit_json};
 use crate::auth::Scope;
 use crate::error::ApiError;
+use crate::quota::check::{account_id, limit_json};
 use crate::ratelimit::RouteGroup;
-use crate::server::AppState;
+use crate::read::ReadState;
 use actix_web::{web, HttpRequest, HttpResponse};
 use clickhouse::Row;
 use serde::Deserialize;
@@ -63,15 +63,15 @@ impl Totals {
 }
 
 pub async fn get_usage(
-    state: web::Data<AppState>,
+    state: web::Data<ReadState>,
     request: HttpRequest,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    let principal = state.admit(&request, Scope::Read, RouteGroup::Read)?;
+    let principal = state.gate.admit(&request, Scope::Read, RouteGroup::Read)?;
     let account_id = account_id(&principal, &path.into_inner())?;
     let now_ms = chrono::Utc::now().timestamp_millis();
     let quota = &state.quota;
-    let super::Lookup {
+    let crate::quota::Lookup {
         settings,
         usage,
         tracked,

@@ -3,40 +3,17 @@
 
 use crate::auth::{hash_key, keyed_hash, KeyConfig, ProjectConfig, Redaction, Scope};
 use crate::config::IngestConfig;
-use crate::server::{routes, AppState};
-use crate::sink::{EventSink, SinkError, SinkRecord};
-use actix_web::{test as actix_test, web, App};
-use futures::future::BoxFuture;
+use crate::server::Services;
+use crate::testing::{app, services, FakeSink};
+use actix_web::{test as actix_test, web};
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-
-#[derive(Default)]
-struct FakeSink {
-    records: Mutex<Vec<SinkRecord>>,
-    failing: AtomicBool,
-}
-
-impl EventSink for FakeSink {
-    fn publish(&self, records: Vec<SinkRecord>) -> BoxFuture<'_, Result<(), SinkError>> {
-        Box::pin(async move {
-            if self.failing.load(Ordering::Relaxed) {
-                return Err(SinkError::Unavailable("broker down".into()));
-            }
-            self.records.lock().expect("lock").extend(records);
-            Ok(())
-        })
-    }
-
-    fn is_ready(&self) -> bool {
-        !self.failing.load(Ordering::Relaxed)
-    }
-}
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 const KEY: &str = "test-key";
 
-fn state(sink: Arc<FakeSink>, redact: Redaction) -> web::Data<AppState> {
+fn state(sink: Arc<FakeSink>, redact: Redaction) -> web::Data<Services> {
     let config = IngestConfig {
         projects: vec![ProjectConfig {
             id: "p".into(),
@@ -48,7 +25,7 @@ fn state(sink: Arc<FakeSink>, redact: Redaction) -> web::Data<AppState> {
         }],
         ..IngestConfig::default()
     };
-    web::Data::new(AppState::new(config, sink).expect("state"))
+    services(config, sink)
 }
 
 fn event(i: u32) -> Value {
@@ -62,8 +39,8 @@ fn event(i: u32) -> Value {
     })
 }
 
-async fn post(state: web::Data<AppState>, body: Vec<u8>) -> (u16, Value, Option<String>) {
-    let app = actix_test::init_service(App::new().app_data(state).configure(routes)).await;
+async fn post(state: web::Data<Services>, body: Vec<u8>) -> (u16, Value, Option<String>) {
+    let app = actix_test::init_service(app(&state)).await;
     let request = actix_test::TestRequest::post()
         .uri("/v1/batch")
         .insert_header(("authorization", format!("Bearer {KEY}")))
