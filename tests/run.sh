@@ -26,7 +26,11 @@ done
 
 cargo fmt --all -- --check
 cargo clippy --locked --workspace --all-targets -- -D warnings
+# Unit and property tests (a plain `cargo test` runs these alone, and says the stack tests
+# were left out), then the stack tests, one at a time: some stop services of their own.
 cargo test --locked --workspace
+cargo clippy --locked -p tally-tests --test stack -- -D warnings
+RUST_TEST_THREADS=1 cargo test --locked -p tally-tests --test stack
 "$STATE/venv/bin/pytest" -q tests/python
 "$STATE/venv/bin/pytest" -q sdks/python/tests
 bash sdks/typescript/scripts/test.sh
