@@ -14,9 +14,16 @@ use tally_aggregator::config::AggregatorConfig;
 #[derive(Debug, Parser)]
 #[command(name = "tally-aggregator", version)]
 struct Cli {
-    /// The TOML configuration file.
-    #[arg(long, short, env = "TALLY_CONFIG", global = true)]
-    config: Option<PathBuf>,
+    /// TOML configuration files, merged in order, a later one over an earlier one
+    /// (`--config ingest.toml --config quota.toml`; `TALLY_CONFIG` takes them comma-separated).
+    #[arg(
+        long,
+        short,
+        env = "TALLY_CONFIG",
+        value_delimiter = ',',
+        global = true
+    )]
+    config: Vec<PathBuf>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -42,7 +49,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _telemetry = tally_runtime::logging::init_service("tally-aggregator");
-    let config: AggregatorConfig = tally_runtime::config::load(cli.config.as_deref())?;
+    let config: AggregatorConfig = tally_runtime::config::load(&cli.config)?;
     match cli.command.unwrap_or(Command::Run) {
         Command::Migrate => {
             let applied = tally_runtime::migrate::run(&config.clickhouse).await?;

@@ -36,11 +36,11 @@ wait_ready() { # wait_ready NAME URL PIDFILE
   echo "$1 not ready after 60 s; see $STATE/logs/$1.log" >&2; return 1
 }
 
-start_service() { # start_service NAME CONFIG READY_URL
+start_service() { # start_service NAME CONFIG READY_URL (quota.toml is read after CONFIG)
   local pidfile="$STATE/run/$1.pid"
   if alive "$pidfile"; then echo "[run] $1 already running (pid $(cat "$pidfile"))" >&2; return 0; fi
   echo "[run] starting $1" >&2
-  nohup "$TARGET/release/tally-$1" --config "$2" >>"$STATE/logs/$1.log" 2>&1 </dev/null &
+  nohup "$TARGET/release/tally-$1" --config "$2" --config "$HERE/quota.toml" >>"$STATE/logs/$1.log" 2>&1 </dev/null &
   echo $! >"$pidfile"
   wait_ready "$1" "$3" "$pidfile"
 }

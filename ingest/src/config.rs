@@ -86,3 +86,33 @@ impl IngestConfig {
         self.quota.validate()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `deploy/local/ingest.toml` and the `quota.toml` both services read.
+    fn shipped() -> Vec<std::path::PathBuf> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/local");
+        vec![root.join("ingest.toml"), root.join("quota.toml")]
+    }
+
+    #[test]
+    fn the_shipped_config_reads() {
+        let config: IngestConfig = tally_runtime::config::load(&shipped()).expect("reads");
+        assert_eq!(config.validate(), Ok(()));
+        assert_eq!(config.roles, Role::ALL);
+    }
+
+    #[test]
+    fn the_shipped_config_shows_every_field() {
+        let defaults = serde_json::to_value(IngestConfig::default()).expect("json");
+        let missing = tally_runtime::config::undocumented(&defaults, &shipped(), &["quota.plans"])
+            .expect("files read");
+        assert!(
+            missing.is_empty(),
+            "fields of IngestConfig missing from deploy/local/ingest.toml or quota.toml \
+             (add them there, with a comment saying what they do): {missing:?}"
+        );
+    }
+}

@@ -16,9 +16,10 @@ use tally_ingest::config::IngestConfig;
 #[derive(Debug, Parser)]
 #[command(name = "tally-ingest", version)]
 struct Cli {
-    /// The TOML configuration file.
-    #[arg(long, short, env = "TALLY_CONFIG")]
-    config: Option<PathBuf>,
+    /// TOML configuration files, merged in order, a later one over an earlier one
+    /// (`--config ingest.toml --config quota.toml`; `TALLY_CONFIG` takes them comma-separated).
+    #[arg(long, short, env = "TALLY_CONFIG", value_delimiter = ',')]
+    config: Vec<PathBuf>,
     /// Print the configuration in effect (keys are hashes, passwords hidden) and exit.
     #[arg(long)]
     print_config: bool,
@@ -28,7 +29,7 @@ struct Cli {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let _telemetry = tally_runtime::logging::init_service("tally-ingest");
-    let config: IngestConfig = tally_runtime::config::load(cli.config.as_deref())?;
+    let config: IngestConfig = tally_runtime::config::load(&cli.config)?;
     if cli.print_config {
         println!("{}", printable(&config));
         return Ok(());

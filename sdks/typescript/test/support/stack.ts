@@ -17,6 +17,9 @@ import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO_DIR } from "./paths.js";
 
+/** The [quota] section both services read, after their own file. */
+const QUOTA_CONFIG = join(REPO_DIR, "deploy/local/quota.toml");
+
 export const KAFKA = process.env.TALLY_TEST_KAFKA ?? "127.0.0.1:9092";
 export const CLICKHOUSE = process.env.TALLY_TEST_CLICKHOUSE ?? "http://127.0.0.1:8123";
 
@@ -173,7 +176,7 @@ export class Stack {
     // The aggregator applies the migrations and creates the topics, so it goes first.
     const aggregatorPort = await freePort();
     this.aggregatorUrl = `http://127.0.0.1:${aggregatorPort}`;
-    this.aggregator = this.spawn("aggregator", [join(REPO_DIR, "deploy/local/aggregator.toml")], {
+    this.aggregator = this.spawn("aggregator", [join(REPO_DIR, "deploy/local/aggregator.toml"), QUOTA_CONFIG], {
       ...this.env(`127.0.0.1:${aggregatorPort}`),
       TALLY_GROUP_ID: `tally-test-ts-${this.name}`,
       TALLY_KAFKA__EVENTS_PARTITIONS: "3",
@@ -195,7 +198,7 @@ export class Stack {
 
   /** Starts ingest (again) on its port and waits until it is ready. */
   async startIngest(): Promise<void> {
-    this.ingest = this.spawn("ingest", [join(this.dir, "ingest.toml")], {
+    this.ingest = this.spawn("ingest", [join(this.dir, "ingest.toml"), QUOTA_CONFIG], {
       ...this.env(`127.0.0.1:${this.ingestPort}`),
       TALLY_WORKERS: "2",
       TALLY_SHUTDOWN_TIMEOUT_SECS: "5",
@@ -215,7 +218,7 @@ export class Stack {
 
   private spawn(service: "ingest" | "aggregator", config: string[], env: NodeJS.ProcessEnv): ChildProcess {
     const log = openSync(join(this.dir, `${service}.log`), "a");
-    const child = spawn(join(this.bin, `tally-${service}`), ["--config", ...config], {
+    const child = spawn(join(this.bin, `tally-${service}`), config.flatMap((file) => ["--config", file]), {
       env,
       stdio: ["ignore", "ignore", log],
     });
