@@ -1,7 +1,7 @@
 //! Reading a request body within limits: the raw bytes, then `gzip` or `zstd` decoding with the
 //! limit applied to the decompressed bytes, so a decompression bomb stops at the limit.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use actix_web::http::header;
 use actix_web::{web, HttpRequest};
 use futures::StreamExt;
@@ -34,7 +34,10 @@ pub async fn read_json_body(
     let mut raw = web::BytesMut::new();
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|err| {
-            ApiError::bad_request("invalid_body", format!("cannot read the body: {err}"))
+            ApiError::bad_request(
+                ErrorCode::InvalidBody,
+                format!("cannot read the body: {err}"),
+            )
         })?;
         if raw.len() + chunk.len() > limit {
             return Err(too_large(limit));
@@ -114,9 +117,19 @@ fn bad_encoding(encoding: Encoding, err: &std::io::Error) -> ApiError {
         "zstd"
     };
     ApiError::bad_request(
-        "invalid_encoding",
+        ErrorCode::InvalidEncoding,
         format!("body is not valid {name}: {err}"),
     )
+}
+
+/// A JSON body of the quota and admin routes as `T`; a refusal names the field at fault.
+pub fn parse_json_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let mut json = serde_json::Deserializer::from_slice(body);
+    let value = serde_path_to_error::deserialize(&mut json)
+        .map_err(|err| ApiError::invalid_body(&err.path().to_string(), err.inner()))?;
+    json.end()
+        .map_err(|err| ApiError::invalid_body(".", &err))?;
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -158,10 +171,10 @@ mod tests {
         let err = Encoding::Gzip
             .decode(b"not gzip at all", 1024)
             .expect_err("bad");
-        assert_eq!(err.code(), "invalid_encoding");
+        assert_eq!(err.code(), ErrorCode::InvalidEncoding);
         let err = Encoding::Zstd
             .decode(b"not zstd at all", 1024)
             .expect_err("bad");
-        assert_eq!(err.code(), "invalid_encoding");
+        assert_eq!(err.code(), ErrorCode::InvalidEncoding);
     }
 }

@@ -8,8 +8,9 @@
 
 use crate::admin::AdminState;
 use crate::auth::Scope;
+use crate::body::parse_json_body;
 use crate::error::ApiError;
-use crate::quota::check::{account_id, parse_body};
+use crate::quota::check::account_id;
 use crate::ratelimit::RouteGroup;
 use crate::write::sink::SinkRecord;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -98,13 +99,13 @@ pub async fn put_account(
         .gate
         .admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
-    let body: SettingsBody = parse_body(&body)?;
+    let body: SettingsBody = parse_json_body(&body)?;
     if let Some(plan) = &body.plan {
         if !state.quota.config.plans.contains_key(plan) {
             let known: Vec<&String> = state.quota.config.plans.keys().collect();
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                format!("plan: {plan:?} is not a configured plan (one of {known:?})"),
+            return Err(ApiError::invalid_field(
+                "plan",
+                format!("{plan:?} is not a configured plan (one of {known:?})"),
             ));
         }
     }
@@ -135,35 +136,35 @@ pub async fn adjust_usage(
         .gate
         .admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
-    let body: AdjustmentBody = parse_body(&body)?;
+    let body: AdjustmentBody = parse_json_body(&body)?;
     let cost_nanos = match &body.cost_usd {
         None => None,
         Some(n) => Some(json_signed_usd_nanos(n).ok_or_else(|| {
-            ApiError::bad_request("invalid_field", "cost_usd: must be an amount of US dollars")
+            ApiError::invalid_field("cost_usd", "must be an amount of US dollars")
         })?),
     };
     if body.tokens.unsigned_abs() > MAX_ADJUSTMENT_TOKENS {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            format!("tokens: at most {MAX_ADJUSTMENT_TOKENS} either way"),
+        return Err(ApiError::invalid_field(
+            "tokens",
+            format!("at most {MAX_ADJUSTMENT_TOKENS} either way"),
         ));
     }
     if cost_nanos.is_some_and(|c| c.unsigned_abs() > MAX_ADJUSTMENT_NANOS) {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "cost_usd: at most 1000000 USD either way",
+        return Err(ApiError::invalid_field(
+            "cost_usd",
+            "at most 1000000 USD either way",
         ));
     }
     if body.reason.trim().is_empty() || body.reason.chars().count() > 512 {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "reason: must be 1 to 512 characters",
+        return Err(ApiError::invalid_field(
+            "reason",
+            "must be 1 to 512 characters",
         ));
     }
     if body.tokens == 0 && cost_nanos.unwrap_or(0) == 0 {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "tokens: an adjustment needs tokens or cost_usd other than zero",
+        return Err(ApiError::invalid_field(
+            "tokens",
+            "an adjustment needs tokens or cost_usd other than zero",
         ));
     }
     let event_id = body

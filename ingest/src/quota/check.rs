@@ -2,6 +2,7 @@
 
 use super::QuotaState;
 use crate::auth::{Principal, Scope};
+use crate::body::parse_json_body;
 use crate::error::ApiError;
 use crate::quota::CheckState;
 use crate::ratelimit::RouteGroup;
@@ -36,15 +37,12 @@ pub async fn post_check(
     let principal = state
         .gate
         .admit(&request, Scope::Ingest, RouteGroup::Quota)?;
-    let body: CheckBody = parse_body(&body)?;
+    let body: CheckBody = parse_json_body(&body)?;
     let account_id = account_id(&principal, &body.account_id)?;
     let estimated_cost_nanos = match &body.estimated_cost_usd {
         None => 0,
         Some(n) => json_usd_nanos(n).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_field",
-                "estimated_cost_usd: must be a non-negative USD amount",
-            )
+            ApiError::invalid_field("estimated_cost_usd", "must be a non-negative USD amount")
         })?,
     };
     for (field, value) in [("model", &body.model), ("operation", &body.operation)] {
@@ -52,9 +50,9 @@ pub async fn post_check(
             .as_ref()
             .is_some_and(|v| v.is_empty() || v.chars().count() > 128)
         {
-            return Err(ApiError::bad_request(
-                "invalid_field",
-                format!("{field}: must be 1 to 128 characters"),
+            return Err(ApiError::invalid_field(
+                field,
+                "must be 1 to 128 characters",
             ));
         }
     }
@@ -135,17 +133,12 @@ pub(super) fn decide(
     (decision, ViewState { stale, tracked })
 }
 
-pub(crate) fn parse_body<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|err| ApiError::bad_request("invalid_body", format!("request body: {err}")))
-}
-
 /// The account id as stored: checked, and hashed when the project hashes account ids.
 pub(crate) fn account_id(principal: &Principal, raw: &str) -> Result<String, ApiError> {
     if raw.is_empty() || raw.chars().count() > 128 {
-        return Err(ApiError::bad_request(
-            "invalid_field",
-            "account_id: must be 1 to 128 characters",
+        return Err(ApiError::invalid_field(
+            "account_id",
+            "must be 1 to 128 characters",
         ));
     }
     Ok(principal.redact.account_id(&principal.project_id, raw))

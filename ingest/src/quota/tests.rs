@@ -128,7 +128,7 @@ async fn bad_checks_are_400_naming_the_field() {
         (json!({"account_id": ""}), "account_id"),
         (
             json!({"account_id": "a", "estimated_tokens": -1}),
-            "request body",
+            "estimated_tokens",
         ),
         (
             json!({"account_id": "a", "estimated_cost_usd": -1}),
@@ -138,6 +138,7 @@ async fn bad_checks_are_400_naming_the_field() {
     ] {
         let (status, answer, _) = call(&state, "POST", "/v1/quota/check", "ingest", body).await;
         assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
         let message = answer["error"]["message"].as_str().unwrap();
         assert!(message.contains(field), "{message} should name {field}");
     }
@@ -233,6 +234,7 @@ async fn whole_floats_count_as_integers_and_adjustments_are_bounded() {
     ] {
         let (status, answer, _) = call(&state, "POST", uri, "admin", body).await;
         assert_eq!(status, 400, "{answer}");
+        assert_eq!(answer["error"]["field"], field, "{answer}");
         assert!(
             answer["error"]["message"].as_str().unwrap().contains(field),
             "{answer}"

@@ -1,7 +1,7 @@
 //! Query parameters of the read routes. Every route lists the names it takes; anything else,
 //! a repeated name or a bad value is a 400 `invalid_parameter` naming the parameter.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use actix_web::web;
 use chrono::{DateTime, Utc};
 use std::collections::BTreeMap;
@@ -23,7 +23,7 @@ const LATEST_MS: i64 = 4_102_444_800_000;
 /// A 400 `invalid_parameter` naming `parameter`: its value breaks the parameter's own rules.
 pub fn invalid(parameter: &str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidParameter {
-        code: "invalid_parameter",
+        code: ErrorCode::InvalidParameter,
         parameter: parameter.to_owned(),
         message: message.into(),
     }
@@ -33,7 +33,7 @@ pub fn invalid(parameter: &str, message: impl Into<String>) -> ApiError {
 /// not allowed (`from` not before `to`, too long, outside 2000..2100, or too many points).
 pub fn invalid_range(parameter: &str, message: impl Into<String>) -> ApiError {
     ApiError::InvalidParameter {
-        code: "invalid_range",
+        code: ErrorCode::InvalidRange,
         parameter: parameter.to_owned(),
         message: message.into(),
     }
@@ -243,7 +243,7 @@ impl PageCursor {
 
     pub fn decode(text: &str) -> Result<Self, ApiError> {
         let refuse = || ApiError::InvalidParameter {
-            code: "invalid_cursor",
+            code: ErrorCode::InvalidCursor,
             parameter: "cursor".into(),
             message: "cursor is not one this route returned".into(),
         };

@@ -3,7 +3,7 @@
 //! pages bounded in events and bytes).
 
 use crate::auth::Scope;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::RouteGroup;
 use crate::read::params::{PageCursor, Params};
 use crate::read::ReadState;
@@ -94,10 +94,11 @@ const TIMELINE_PARAMETERS: &[&str] = &["limit", "cursor", "content"];
 fn session_id(path: &web::Path<String>) -> Result<String, ApiError> {
     let id = path.as_str();
     if id.is_empty() || id.chars().count() > 128 {
-        return Err(ApiError::bad_request(
-            "invalid_session_id",
-            "session id must be 1 to 128 characters",
-        ));
+        return Err(ApiError::BadRequest {
+            code: ErrorCode::InvalidSessionId,
+            field: Some("session_id".into()),
+            message: "session id must be 1 to 128 characters".into(),
+        });
     }
     Ok(id.to_owned())
 }

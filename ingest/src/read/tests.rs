@@ -22,7 +22,7 @@ fn parameter_of(err: ApiError) -> String {
 }
 
 fn code_and_parameter(err: ApiError) -> (&'static str, String) {
-    (err.code(), parameter_of(err))
+    (err.code().as_str(), parameter_of(err))
 }
 
 fn range(query: &str) -> Result<TimeRange, ApiError> {

@@ -3,7 +3,7 @@
 
 use crate::auth::Scope;
 use crate::body::{read_json_body, require_json};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::ratelimit::RouteGroup;
 use crate::write::sink::SinkRecord;
 use crate::write::WriteState;
@@ -35,8 +35,14 @@ pub async fn post_batch(
 
     let now = Utc::now();
     let parsed = parse_batch(&body, &state.gate.config.limits, now).map_err(|err| match err {
-        BatchError::InvalidJson(_) => ApiError::bad_request("invalid_json", err.to_string()),
-        BatchError::InvalidBatch(_) => ApiError::bad_request("invalid_batch", err.to_string()),
+        BatchError::InvalidJson(_) => {
+            ApiError::bad_request(ErrorCode::InvalidJson, err.to_string())
+        }
+        BatchError::InvalidBatch(_) => ApiError::BadRequest {
+            code: ErrorCode::InvalidBatch,
+            field: Some("batch".into()),
+            message: err.to_string(),
+        },
         BatchError::TooManyEvents { .. } => ApiError::PayloadTooLarge(err.to_string()),
     })?;
     let events = parsed.events.len();
