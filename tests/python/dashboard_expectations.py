@@ -2,7 +2,7 @@
 workload (dashboard_workload.py): the scenarios (what a user selected), and per panel its
 column names and a function of the scenario giving its rows.
 
-Exact aggregates are computed exactly; percentiles are the bucket bounds read from the same
+Aggregates are summed from the raw rows; percentiles are the bucket bounds read from the same
 latency histograms the dashboards read.
 """
 

@@ -47,26 +47,6 @@ def engine(request):
         engine.close()
 
 
-def variables_for(uid, s, engine=None):
-    """The dashboard's variables with the scenario's selection; query variables' options are
-    what their query returns (when an engine is given)."""
-    out = {}
-    for v in DASHBOARDS[uid]["templating"]["list"]:
-        name = v["name"]
-        if v["type"] == "constant":
-            out[name] = Variable(name, v["query"])
-        elif v["type"] == "query":
-            out[name] = Variable(name, s[name], all_value=v.get("allValue") or None)
-        else:
-            raise AssertionError(f"variable type {v['type']} is not modelled")
-    if engine is not None:
-        for v in DASHBOARDS[uid]["templating"]["list"]:
-            if v["type"] == "query":
-                sql = expand(v["query"], out, FROM, TO, s["interval"])
-                out[v["name"]].options = [row[0] for row in run(engine, sql)[1]]
-    return out
-
-
 def same(actual, expected):
     if isinstance(expected, float):
         if math.isnan(expected):
