@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tally_quota::QuotaDelta;
 use tally_schema::envelope::Envelope;
 use tally_schema::pricing::PriceTable;
-use tally_schema::rollups::adjustment_tokens;
 use tally_schema::rollups::{Granularity, ToolKey, ToolRow, UsageKey, UsageRow};
 use tally_schema::rows::{EventRow, Priced, SessionRow};
 use tally_schema::EventType;
@@ -510,7 +509,7 @@ fn quota_delta(envelope: &Envelope, cost: Priced, partition: i32, offset: u64) -
         project_id: envelope.project_id.clone(),
         account_id: event.account_id.clone(),
         ts_ms: event.timestamp.0,
-        tokens: i64::try_from(tokens).unwrap_or(i64::MAX) + adjustment_tokens(event),
+        tokens: i64::try_from(tokens).unwrap_or(i64::MAX) + event.adjusted_tokens(),
         cost_nanos: match cost {
             Priced::Cost(nanos) => nanos,
             _ => 0,

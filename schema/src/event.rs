@@ -211,10 +211,71 @@ pub struct Event {
     pub attributes: BTreeMap<String, serde_json::Value>,
 }
 
+/// The session every usage adjustment of a project is filed under.
+pub const ADJUSTMENT_SESSION: &str = "tally-usage-adjustments";
+/// The attributes a usage adjustment carries its signed tokens and its reason in (on the wire
+/// and in the raw event store, so a rebuild reads them back).
+const ADJUSTMENT_TOKENS: &str = "tokens";
+const ADJUSTMENT_REASON: &str = "reason";
+
+/// What a usage adjustment changes: signed, a credit below zero.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Adjustment {
+    pub tokens: i64,
+    pub cost_nanos: Option<i64>,
+    pub reason: String,
+}
+
 impl Event {
     /// An `error` event, or any event whose status is `error`.
     pub fn is_failure(&self) -> bool {
         self.event_type == EventType::Error || self.status == Some(Status::Error)
+    }
+
+    /// A `usage_adjustment` of `account_id`'s usage at `at`, filed under
+    /// [`ADJUSTMENT_SESSION`]; `event_id` makes a retried adjustment count once.
+    pub fn usage_adjustment(
+        event_id: String,
+        account_id: String,
+        at: Timestamp,
+        adjustment: Adjustment,
+    ) -> Self {
+        let mut attributes = BTreeMap::new();
+        attributes.insert(ADJUSTMENT_TOKENS.to_owned(), adjustment.tokens.into());
+        attributes.insert(ADJUSTMENT_REASON.to_owned(), adjustment.reason.into());
+        Self {
+            event_id,
+            event_type: EventType::UsageAdjustment,
+            timestamp: at,
+            session_id: ADJUSTMENT_SESSION.to_owned(),
+            account_id,
+            trace_id: None,
+            span_id: None,
+            parent_span_id: None,
+            operation: None,
+            model: None,
+            provider: None,
+            usage: Usage::default(),
+            provided_cost_nanos: adjustment.cost_nanos,
+            duration_ms: None,
+            time_to_first_token_ms: None,
+            status: None,
+            tool: None,
+            error: None,
+            content: None,
+            attributes,
+        }
+    }
+
+    /// The signed tokens a usage adjustment adds (0 for every other event).
+    pub fn adjusted_tokens(&self) -> i64 {
+        if self.event_type != EventType::UsageAdjustment {
+            return 0;
+        }
+        self.attributes
+            .get(ADJUSTMENT_TOKENS)
+            .and_then(serde_json::Value::as_i64)
+            .unwrap_or(0)
     }
 }
 
@@ -284,5 +345,33 @@ mod usd {
                 })
             })
             .transpose()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::Envelope;
+
+    #[test]
+    fn an_adjustment_carries_its_tokens_through_the_envelope() {
+        let adjustment = Adjustment {
+            tokens: -1_500,
+            cost_nanos: Some(-2_000_000_000),
+            reason: "refund".into(),
+        };
+        let event =
+            Event::usage_adjustment("a-1".into(), "acct".into(), Timestamp(1_000), adjustment);
+        let decoded = Envelope::decode(&Envelope::new("p", 1_000, event).encode())
+            .expect("decodes")
+            .event;
+        assert_eq!(decoded.event_type, EventType::UsageAdjustment);
+        assert_eq!(decoded.session_id, ADJUSTMENT_SESSION);
+        assert_eq!(decoded.adjusted_tokens(), -1_500);
+        assert_eq!(decoded.provided_cost_nanos, Some(-2_000_000_000));
+        assert_eq!(decoded.attributes["reason"], "refund");
+        let mut other = decoded;
+        other.event_type = EventType::Custom;
+        assert_eq!(other.adjusted_tokens(), 0, "only adjustments adjust");
     }
 }

@@ -232,9 +232,7 @@ impl UsageRow {
         self.cache_write_tokens = self
             .cache_write_tokens
             .saturating_add(event.usage.cache_write_tokens);
-        self.adjusted_tokens = self
-            .adjusted_tokens
-            .saturating_add(adjustment_tokens(event));
+        self.adjusted_tokens = self.adjusted_tokens.saturating_add(event.adjusted_tokens());
         self.provided_cost_nanos = self
             .provided_cost_nanos
             .saturating_add(event.provided_cost_nanos.unwrap_or(0));
@@ -245,18 +243,6 @@ impl UsageRow {
         }
         self.kafka_offset = offset;
     }
-}
-
-/// The signed tokens a usage adjustment carries (0 for every other event).
-pub fn adjustment_tokens(event: &Event) -> i64 {
-    if event.event_type != EventType::UsageAdjustment {
-        return 0;
-    }
-    event
-        .attributes
-        .get("tokens")
-        .and_then(serde_json::Value::as_i64)
-        .unwrap_or(0)
 }
 
 /// One row of `tool_usage_hourly`.

@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tally_schema::event::{Event, EventType, Status, Timestamp, Usage};
 use tally_schema::money::nanos_to_json;
 use tally_schema::pricing::PriceTable;
-use tally_schema::rollups::{adjustment_tokens, latency_bucket, LATENCY_BOUNDS_MS};
+use tally_schema::rollups::{latency_bucket, LATENCY_BOUNDS_MS};
 
 /// `[from, to)` in Unix seconds, as the API widened it.
 #[derive(Debug, Clone, Copy)]
@@ -94,7 +94,7 @@ impl Figures {
         self.usage.output_tokens += event.usage.output_tokens;
         self.usage.cache_read_tokens += event.usage.cache_read_tokens;
         self.usage.cache_write_tokens += event.usage.cache_write_tokens;
-        self.adjusted_tokens += adjustment_tokens(event);
+        self.adjusted_tokens += event.adjusted_tokens();
         self.provided += event.provided_cost_nanos.unwrap_or(0);
         if event.event_type == EventType::UsageAdjustment {
             // An adjustment's cost is the amount the admin gave, not a price.

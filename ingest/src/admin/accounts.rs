@@ -16,9 +16,8 @@ use crate::write::sink::SinkRecord;
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::BTreeMap;
 use tally_quota::{AccountSettings, PlanLimits, QuotaRecord};
-use tally_schema::event::{Event, EventType, Timestamp, Usage};
+use tally_schema::event::{Adjustment, Event, Timestamp};
 use tally_schema::money::json_signed_usd_nanos;
 use tally_schema::Envelope;
 
@@ -26,9 +25,6 @@ use tally_schema::Envelope;
 /// far inside 64 bits (and every fold adds with saturation anyway).
 const MAX_ADJUSTMENT_TOKENS: u64 = 1_000_000_000_000;
 const MAX_ADJUSTMENT_NANOS: u64 = 1_000_000 * 1_000_000_000;
-
-/// The session every adjustment of a project is filed under.
-pub const ADJUSTMENT_SESSION: &str = "tally-usage-adjustments";
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -172,31 +168,17 @@ pub async fn adjust_usage(
         .unwrap_or_else(uuid::Uuid::new_v4)
         .to_string();
     let now_ms = chrono::Utc::now().timestamp_millis();
-    let mut attributes = BTreeMap::new();
-    attributes.insert("tokens".to_owned(), json!(body.tokens));
-    attributes.insert("reason".to_owned(), json!(body.reason));
-    let event = Event {
-        event_id: event_id.clone(),
-        event_type: EventType::UsageAdjustment,
-        timestamp: Timestamp(now_ms),
-        session_id: ADJUSTMENT_SESSION.to_owned(),
-        account_id: account.clone(),
-        trace_id: None,
-        span_id: None,
-        parent_span_id: None,
-        operation: None,
-        model: None,
-        provider: None,
-        usage: Usage::default(),
-        provided_cost_nanos: cost_nanos,
-        duration_ms: None,
-        time_to_first_token_ms: None,
-        status: None,
-        tool: None,
-        error: None,
-        content: None,
-        attributes,
+    let adjustment = Adjustment {
+        tokens: body.tokens,
+        cost_nanos,
+        reason: body.reason,
     };
+    let event = Event::usage_adjustment(
+        event_id.clone(),
+        account.clone(),
+        Timestamp(now_ms),
+        adjustment,
+    );
     let envelope = Envelope::new(&principal.project_id, now_ms, event);
     let record = SinkRecord {
         key: envelope.key(),
