@@ -39,6 +39,20 @@ pub fn init_with_default(default_level: &str) {
         .try_init();
 }
 
+/// The JSON logger of in-process services in tests: through the test harness's capture, so a
+/// test's logs (deliberate outages included) show only when it fails. `RUST_LOG` wins over
+/// `default_level`.
+pub fn init_for_tests(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(filter)
+        .with_current_span(false)
+        .with_test_writer()
+        .try_init();
+}
+
 /// JSON logs as [`init`], plus OTLP trace export for `service` when
 /// `OTEL_EXPORTER_OTLP_ENDPOINT` is set. Keep the guard until the process ends.
 pub fn init_service(service: &'static str) -> TelemetryGuard {

@@ -80,7 +80,7 @@ impl TestEnv {
     }
 
     pub async fn start_with(options: Options) -> Self {
-        tally_runtime::logging::init_with_default("warn");
+        tally_runtime::logging::init_for_tests("warn");
         let name = uuid::Uuid::new_v4().simple().to_string();
         let kafka = KafkaConfig {
             brokers: options.brokers.clone().unwrap_or_else(kafka_brokers),

@@ -76,8 +76,30 @@ impl PrivatePart {
         for (var, port) in &self.ports {
             command.env(var, port.to_string());
         }
-        let status = command.status().expect("stack.sh runs");
-        assert!(status.success(), "stack.sh {action} {} failed", self.part);
+        // What stack.sh and the servers it starts say goes to a file, not into the test
+        // output; a failure shows its end.
+        let _ = std::fs::create_dir_all(&self.state_dir);
+        let log_path = self.state_dir.join("stack.log");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .expect("stack log");
+        let status = command
+            .stdout(log.try_clone().expect("stack log"))
+            .stderr(log)
+            .status()
+            .expect("stack.sh runs");
+        if !status.success() {
+            let said = std::fs::read_to_string(&log_path).unwrap_or_default();
+            let tail: Vec<&str> = said.lines().rev().take(30).collect();
+            let tail: Vec<&str> = tail.into_iter().rev().collect();
+            panic!(
+                "stack.sh {action} {} failed:\n{}",
+                self.part,
+                tail.join("\n")
+            );
+        }
     }
 }
 
