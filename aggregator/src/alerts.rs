@@ -20,6 +20,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tally_quota::{evaluate, CheckRequest, LimitStatus, QuotaConfig, WindowStarts};
 use tally_quota::{Follower, Publisher, QuotaView};
+use tally_runtime::backoff::{retry, After, Backoff};
 use tally_runtime::kafka::KafkaConfig;
 use tokio::sync::watch;
 
@@ -338,19 +339,26 @@ impl Alerter {
             self.config.webhook_max_attempts.max(1),
         );
         tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(200);
-            for attempt in 1..=attempts {
+            let backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+            let post = || async {
                 match client.post(&url).json(&alert).send().await {
-                    Ok(response) if response.status().is_success() => return,
-                    Ok(response) => {
-                        tracing::warn!(status = %response.status(), attempt, "alert webhook refused")
-                    }
-                    Err(err) => tracing::warn!(%err, attempt, "alert webhook unreachable"),
+                    Ok(response) if response.status().is_success() => Ok(()),
+                    Ok(response) => Err(format!("refused with {}", response.status())),
+                    Err(err) => Err(format!("unreachable: {err}")),
                 }
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(10));
+            };
+            let delivered = retry(backoff, post, |err, attempt, _| {
+                tracing::warn!(%err, attempt, "alert webhook failed");
+                if attempt >= attempts {
+                    After::GiveUp
+                } else {
+                    After::Retry
+                }
+            })
+            .await;
+            if delivered.is_err() {
+                tracing::error!(alert = %alert.alert_id, "alert webhook gave up");
             }
-            tracing::error!(alert = %alert.alert_id, "alert webhook gave up");
         });
     }
 }

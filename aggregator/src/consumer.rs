@@ -17,6 +17,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tally_quota::Publisher;
 use tally_quota::QuotaLedger;
+use tally_runtime::backoff::{retry, After, Backoff};
 use tally_schema::envelope::{Envelope, RebuildRequest, CONTROL_HEADER, ENVELOPE_VERSION};
 use tally_schema::pricing::PriceTable;
 use tokio::sync::watch;
@@ -313,15 +314,20 @@ impl Aggregator {
     /// has it (the batch's offsets are committed only after).
     async fn dead_letter(&self, message: &OwnedMessage, reason: &str) -> anyhow::Result<()> {
         tracing::error!(partition = message.partition(), offset = message.offset(), %reason, "dead-lettering a record");
-        let mut backoff = Duration::from_millis(100);
-        while let Err(err) = self.dead_letters.send(message, reason).await {
-            tracing::warn!(%err, "dead-letter topic unavailable; retrying");
-            if self.stopping() {
-                anyhow::bail!("{err}");
-            }
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-        }
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        retry(
+            backoff,
+            || self.dead_letters.send(message, reason),
+            |err, _, _| {
+                tracing::warn!(%err, "dead-letter topic unavailable; retrying");
+                if self.stopping() {
+                    After::GiveUp
+                } else {
+                    After::Retry
+                }
+            },
+        )
+        .await?;
         self.metrics
             .records
             .with_label_values(&["dead_lettered"])

@@ -168,6 +168,20 @@ impl ApiError {
         }
     }
 
+    /// The answer to a publish the sink did not take: retry later (503 with
+    /// `retry_after_secs`), or never with these records (413).
+    pub fn from_sink(err: crate::write::sink::SinkError, retry_after_secs: u64) -> Self {
+        match err {
+            crate::write::sink::SinkError::Unavailable(_) => Self::Unavailable {
+                what: "Kafka",
+                retry_after_secs,
+            },
+            crate::write::sink::SinkError::Rejected(reason) => Self::PayloadTooLarge(format!(
+                "Kafka refused an event as too large for it ({reason}); send smaller events"
+            )),
+        }
+    }
+
     /// The machine-readable code of the answer.
     pub fn code(&self) -> ErrorCode {
         match self {

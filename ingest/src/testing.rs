@@ -12,11 +12,13 @@ use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-/// Keeps what it is given, or refuses everything while `failing` is set.
+/// Keeps what it is given; while `failing` is set it is unavailable, while `refusing` is set
+/// it refuses every record for good.
 #[derive(Default)]
 pub struct FakeSink {
     pub records: Mutex<Vec<SinkRecord>>,
     pub failing: AtomicBool,
+    pub refusing: AtomicBool,
 }
 
 impl EventSink for FakeSink {
@@ -24,6 +26,9 @@ impl EventSink for FakeSink {
         Box::pin(async move {
             if self.failing.load(Ordering::Relaxed) {
                 return Err(SinkError::Unavailable("broker down".into()));
+            }
+            if self.refusing.load(Ordering::Relaxed) {
+                return Err(SinkError::Rejected("message too large".into()));
             }
             self.records.lock().expect("lock").extend(records);
             Ok(())

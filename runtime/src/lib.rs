@@ -1,5 +1,7 @@
-//! What both Tally services share at run time.
+//! What both Tally services share at run time: configuration, logs, metrics, the ClickHouse
+//! and Kafka settings, migrations and retrying with backoff.
 
+pub mod backoff;
 pub mod clickhouse;
 pub mod config;
 pub mod kafka;

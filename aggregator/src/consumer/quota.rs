@@ -5,6 +5,7 @@ use super::Aggregator;
 use std::time::Duration;
 use tally_quota::QuotaDelta;
 use tally_quota::{CounterRecord, QuotaRecord, WindowStarts, MINUTE_SLOTS};
+use tally_runtime::backoff::{retry, After, Backoff};
 use tally_schema::rollups::Granularity;
 
 impl Aggregator {
@@ -77,25 +78,22 @@ impl Aggregator {
             })
             .collect();
         let count = records.len() as u64;
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            match self
-                .publisher
-                .send_all(&self.config.kafka.quota_topic, records.clone())
-                .await
-            {
-                Ok(()) => break,
-                Err(err) => {
-                    self.metrics.quota_publish_failures.inc();
-                    tracing::warn!(%err, "quota topic unavailable; retrying");
-                    if self.stopping() {
-                        anyhow::bail!("{err}");
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+        let topic = &self.config.kafka.quota_topic;
+        let backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+        retry(
+            backoff,
+            || self.publisher.send_all(topic, records.clone()),
+            |err, _, _| {
+                self.metrics.quota_publish_failures.inc();
+                tracing::warn!(%err, "quota topic unavailable; retrying");
+                if self.stopping() {
+                    After::GiveUp
+                } else {
+                    After::Retry
                 }
-            }
-        }
+            },
+        )
+        .await?;
         self.metrics.quota_published.inc_by(count);
         Ok(())
     }

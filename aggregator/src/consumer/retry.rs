@@ -3,7 +3,9 @@
 
 use super::Aggregator;
 use std::future::Future;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
+use tally_runtime::backoff::{retry, After, Backoff};
 
 impl Aggregator {
     /// Retries a ClickHouse call with exponential backoff until it succeeds, ClickHouse
@@ -13,39 +15,37 @@ impl Aggregator {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, clickhouse::error::Error>>,
     {
-        let mut backoff = Duration::from_millis(100);
-        let max_backoff = Duration::from_millis(self.config.max_retry_backoff_ms);
-        loop {
-            match call().await {
-                Ok(value) => {
-                    self.metrics
-                        .writing
-                        .store(true, std::sync::atomic::Ordering::Relaxed);
-                    return Ok(value);
-                }
-                Err(err) if crate::store::is_permanent(&err) => {
-                    self.metrics.write_failures.inc();
-                    tracing::warn!(%err, what, "clickhouse refused the call");
-                    return Err(CallError::Rejected {
-                        what: what.to_owned(),
-                        source: err,
-                    });
-                }
-                Err(err) => {
-                    self.metrics.write_failures.inc();
-                    self.metrics
-                        .writing
-                        .store(false, std::sync::atomic::Ordering::Relaxed);
-                    tracing::warn!(%err, what, retry_in_ms = backoff.as_millis() as u64, "clickhouse call failed");
-                    if self.stopping() {
-                        return Err(CallError::Stopped(anyhow::anyhow!(
-                            "{what} failed at shutdown: {err}"
-                        )));
-                    }
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(max_backoff);
-                }
+        let backoff = Backoff::new(
+            Duration::from_millis(100),
+            Duration::from_millis(self.config.max_retry_backoff_ms),
+        );
+        let result = retry(backoff, &mut call, |err, _, delay| {
+            self.metrics.write_failures.inc();
+            if crate::store::is_permanent(err) {
+                tracing::warn!(%err, what, "clickhouse refused the call");
+                return After::GiveUp;
             }
+            self.metrics.writing.store(false, Ordering::Relaxed);
+            tracing::warn!(%err, what, retry_in_ms = delay.as_millis() as u64, "clickhouse call failed");
+            if self.stopping() {
+                After::GiveUp
+            } else {
+                After::Retry
+            }
+        })
+        .await;
+        match result {
+            Ok(value) => {
+                self.metrics.writing.store(true, Ordering::Relaxed);
+                Ok(value)
+            }
+            Err(err) if crate::store::is_permanent(&err) => Err(CallError::Rejected {
+                what: what.to_owned(),
+                source: err,
+            }),
+            Err(err) => Err(CallError::Stopped(anyhow::anyhow!(
+                "{what} failed at shutdown: {err}"
+            ))),
         }
     }
 }

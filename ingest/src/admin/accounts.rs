@@ -186,10 +186,7 @@ pub async fn adjust_usage(
     };
     state.sink.publish(vec![record]).await.map_err(|err| {
         tracing::warn!(%err, "adjustment not acknowledged by Kafka");
-        ApiError::Unavailable {
-            what: "Kafka",
-            retry_after_secs: state.gate.config.producer.retry_after_secs,
-        }
+        ApiError::from_sink(err, state.gate.config.producer.retry_after_secs)
     })?;
     Ok(HttpResponse::Ok().json(json!({
         "adjustment_id": event_id,

@@ -84,10 +84,10 @@ pub async fn post_batch(
             .observe(started.elapsed().as_secs_f64());
         if let Err(err) = published {
             tracing::warn!(project = %principal.project_id, %err, "batch not acknowledged by Kafka");
-            return Err(ApiError::Unavailable {
-                what: "Kafka",
-                retry_after_secs: state.gate.config.producer.retry_after_secs,
-            });
+            return Err(ApiError::from_sink(
+                err,
+                state.gate.config.producer.retry_after_secs,
+            ));
         }
     }
 

@@ -3,6 +3,7 @@
 
 use futures::future::{join_all, BoxFuture};
 use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -19,9 +20,29 @@ pub struct SinkRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum SinkError {
-    /// The sink did not acknowledge every record in time; the caller must retry the batch.
+    /// The sink did not acknowledge every record in time (down, queue full, deadline passed);
+    /// the same batch may succeed later (503 with `Retry-After`).
     #[error("event sink unavailable: {0}")]
     Unavailable(String),
+    /// The sink refused a record for good (larger than the broker takes): resending the same
+    /// batch cannot succeed (413).
+    #[error("event sink refused a record: {0}")]
+    Rejected(String),
+}
+
+impl SinkError {
+    /// Kafka's error, classed: a record too large for the broker is refused for good, every
+    /// other failure may pass on a later try.
+    pub fn from_kafka(err: &KafkaError) -> Self {
+        match err.rdkafka_error_code() {
+            Some(
+                RDKafkaErrorCode::MessageSizeTooLarge
+                | RDKafkaErrorCode::InvalidMessageSize
+                | RDKafkaErrorCode::MessageBatchTooLarge,
+            ) => Self::Rejected(err.to_string()),
+            _ => Self::Unavailable(err.to_string()),
+        }
+    }
 }
 
 /// Publishes records durably. `publish` resolves `Ok` only when every record is stored.
@@ -143,7 +164,7 @@ impl EventSink for KafkaSink {
                     Ok(delivery) => deliveries.push(delivery),
                     // Queue full or producer failing: what was queued still goes out, and
                     // the client's resend is deduplicated downstream by event_id.
-                    Err((err, _)) => return Err(SinkError::Unavailable(err.to_string())),
+                    Err((err, _)) => return Err(SinkError::from_kafka(&err)),
                 }
             }
             let grace = self.deadline + Duration::from_secs(1);
@@ -153,7 +174,7 @@ impl EventSink for KafkaSink {
             for result in results {
                 match result {
                     Ok(Ok(_)) => {}
-                    Ok(Err((err, _))) => return Err(SinkError::Unavailable(err.to_string())),
+                    Ok(Err((err, _))) => return Err(SinkError::from_kafka(&err)),
                     Err(_) => return Err(SinkError::Unavailable("delivery cancelled".into())),
                 }
             }
@@ -214,5 +235,60 @@ fn watch_readiness(
         });
     if let Err(err) = spawned {
         tracing::error!(%err, "cannot start the Kafka readiness thread");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::mocking::MockCluster;
+    use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
+
+    const TOPIC: &str = "events";
+
+    fn sink(mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> KafkaSink {
+        let kafka = KafkaConfig {
+            brokers: mock.bootstrap_servers(),
+            events_topic: TOPIC.into(),
+            events_partitions: 1,
+            ..KafkaConfig::default()
+        };
+        let producer = ProducerConfig {
+            delivery_timeout_ms: 2_000,
+            ..ProducerConfig::default()
+        };
+        KafkaSink::new(&kafka, &producer).expect("sink")
+    }
+
+    fn record() -> SinkRecord {
+        SinkRecord {
+            key: "p:s".into(),
+            payload: b"{}".to_vec(),
+        }
+    }
+
+    #[tokio::test]
+    async fn kafka_errors_map_to_retry_later_or_refused_for_good() {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic(TOPIC, 1, 1).expect("topic");
+        let sink = sink(&mock);
+        assert_eq!(sink.publish(vec![record()]).await, Ok(()));
+
+        // The broker says the record is too large: no later try can pass.
+        mock.request_errors(
+            RDKafkaApiKey::Produce,
+            &[RDKafkaRespErr::RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE],
+        );
+        let refused = sink.publish(vec![record()]).await;
+        assert!(
+            matches!(refused, Err(SinkError::Rejected(_))),
+            "{refused:?}"
+        );
+
+        // The broker is gone: the delivery deadline passes, a later try may pass.
+        mock.clear_request_errors(RDKafkaApiKey::Produce);
+        mock.broker_down(1).expect("broker down");
+        let down = sink.publish(vec![record()]).await;
+        assert!(matches!(down, Err(SinkError::Unavailable(_))), "{down:?}");
     }
 }

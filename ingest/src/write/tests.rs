@@ -93,6 +93,23 @@ async fn a_failing_sink_answers_503_with_retry_after() {
 }
 
 #[actix_web::test]
+async fn a_record_the_sink_refuses_for_good_answers_413_not_503() {
+    let sink = Arc::new(FakeSink::default());
+    sink.refusing.store(true, Ordering::Relaxed);
+    let (status, body, retry_after) = post(
+        state(sink, Redaction::default()),
+        json!({"batch": [event(1)]}).to_string().into_bytes(),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large")),
+        "{body}"
+    );
+    assert_eq!(retry_after, None, "retrying cannot help");
+}
+
+#[actix_web::test]
 async fn redaction_applies_before_publishing() {
     let sink = Arc::new(FakeSink::default());
     let redact = Redaction {
