@@ -289,3 +289,17 @@ mod tests {
         assert!(is_permanent(&Error::Custom("row".into())));
     }
 }
+
+#[cfg(test)]
+mod columns {
+    use super::*;
+    use tally_schema::queries::{self as q, assert_columns};
+
+    #[test]
+    fn rows_read_the_columns_their_queries_return() {
+        assert_columns::<KnownEvent>(&q::KNOWN_EVENTS);
+        assert_columns::<PartitionUsage>(&q::PARTITION_HOURLY_USAGE_SINCE);
+        assert_columns::<PartitionUsage>(&q::PARTITION_DAILY_USAGE_SINCE);
+        assert_columns::<RecentSecond>(&q::PARTITION_RECENT_SECONDS);
+    }
+}

@@ -195,3 +195,107 @@ pub const PARTITION_RECENT_SECONDS: Query = Query {
     name: "partition_recent_seconds",
     sql: include_str!("../queries/partition_recent_seconds.sql"),
 };
+
+/// The column names a query's outermost SELECT returns, in order: each item's alias, or the
+/// column itself. Rows are read by position (RowBinary), so a row type's fields must follow
+/// this order; each crate's tests check its row types against it with [`assert_columns`].
+pub fn select_columns(sql: &str) -> Vec<String> {
+    let text: String = sql
+        .lines()
+        .map(|line| line.split_once("--").map_or(line, |(code, _)| code))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let upper = text.to_ascii_uppercase();
+    let Some(start) = upper.find("SELECT") else {
+        return Vec::new();
+    };
+    let (mut depth, mut quoted, mut items, mut item) = (0i32, false, Vec::new(), String::new());
+    let bytes = text.as_bytes();
+    let mut i = start + "SELECT".len();
+    while i < bytes.len() {
+        let c = char::from(bytes[i]);
+        if c == '\'' {
+            quoted = !quoted;
+        } else if !quoted {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ',' if depth == 0 => {
+                    items.push(std::mem::take(&mut item));
+                    i += 1;
+                    continue;
+                }
+                _ if depth == 0 && upper[i..].starts_with("FROM") && upper[..i].ends_with(' ') => {
+                    break
+                }
+                _ => {}
+            }
+        }
+        item.push(c);
+        i += 1;
+    }
+    items.push(item);
+    items
+        .iter()
+        .map(|item| {
+            let item = item.trim();
+            let upper = item.to_ascii_uppercase();
+            match upper.rfind(" AS ") {
+                Some(at) => item[at + 4..].trim().to_owned(),
+                None => item.rsplit('.').next().unwrap_or(item).trim().to_owned(),
+            }
+        })
+        .collect()
+}
+
+/// Panics unless the row type `R` reads exactly the columns `query` returns, in order.
+pub fn assert_columns<R: clickhouse::Row>(query: &Query) {
+    assert_columns_after_prefix::<R>(query, "");
+}
+
+/// As [`assert_columns`], for a query whose sums are aliased `total_<column>`: ClickHouse 18.16
+/// resolves an alias named like a column inside the aggregate that computes it.
+pub fn assert_columns_after_prefix<R: clickhouse::Row>(query: &Query, prefix: &str) {
+    let selected: Vec<String> = select_columns(query.sql)
+        .into_iter()
+        .map(|c| c.strip_prefix(prefix).map(str::to_owned).unwrap_or(c))
+        .collect();
+    assert_eq!(
+        selected,
+        R::COLUMN_NAMES,
+        "query {}: its SELECT returns {selected:?}, the row type reads {:?}",
+        query.name,
+        R::COLUMN_NAMES
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_select_list_is_read_with_aliases_and_without_subqueries() {
+        let sql = "-- a comment, FROM nothing\nSELECT a, sum(b) AS total_b, multiIf(? = 'x, y', c, '') AS k,\n t.d\nFROM (SELECT z AS a FROM t) AS t WHERE 1";
+        assert_eq!(select_columns(sql), ["a", "total_b", "k", "d"]);
+    }
+
+    #[test]
+    fn the_session_queries_read_session_rows() {
+        assert_columns::<crate::rows::SessionRow>(&SESSION_ROLLUP);
+        assert_columns::<crate::rows::SessionRow>(&SESSIONS_BY_ID);
+        assert_columns::<crate::rows::EventRow>(&SESSION_TIMELINE);
+        assert_columns::<crate::rows::EventRow>(&REBUILD_EVENTS);
+        assert_columns::<crate::rollups::UsageRow>(&USAGE_HOURLY_GROUP);
+        assert_columns::<crate::rollups::UsageRow>(&USAGE_DAILY_GROUP);
+        assert_columns::<crate::rollups::ToolRow>(&TOOL_USAGE_GROUP);
+    }
+}
+
+#[cfg(test)]
+mod mismatch {
+    #[test]
+    #[should_panic(expected = "known_events")]
+    fn a_row_type_that_reads_other_columns_is_caught() {
+        super::assert_columns::<crate::rows::SessionRow>(&super::KNOWN_EVENTS);
+    }
+}

@@ -67,6 +67,20 @@ pub fn phase_times(metrics: &str) -> String {
         .join(" ")
 }
 
+/// A rollup's totals per account and model (`queries::USAGE_TOTALS_*`).
+#[derive(Debug, Row, Deserialize)]
+struct UsageTotals {
+    account_id: String,
+    model: String,
+    events: u64,
+    input_tokens: u64,
+    output_tokens: u64,
+    cache_read_tokens: u64,
+    cache_write_tokens: u64,
+    cost_nanos: i64,
+    provided_cost_nanos: i64,
+}
+
 /// A topic and a database of one test, and the settings aggregator processes get.
 pub struct FoldStage {
     pub name: String,
@@ -222,18 +236,6 @@ impl FoldStage {
 
     /// What the tables hold, in the shape of the ground truth; `usage_table` picks the rollup.
     pub async fn read(&self, project_id: &str, usage_table: &str) -> GroundTruth {
-        #[derive(Debug, Row, Deserialize)]
-        struct UsageTotals {
-            account_id: String,
-            model: String,
-            events: u64,
-            input_tokens: u64,
-            output_tokens: u64,
-            cache_read_tokens: u64,
-            cache_write_tokens: u64,
-            cost_nanos: i64,
-            provided_cost_nanos: i64,
-        }
         let client = self.clickhouse.client();
         let sql = match usage_table {
             "usage_daily" => tally_schema::queries::USAGE_TOTALS_DAILY.sql,
@@ -337,4 +339,16 @@ pub fn terminate(child: &mut Child) {
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+}
+
+#[cfg(test)]
+mod columns {
+    use super::*;
+    use tally_schema::queries::{self as q, assert_columns};
+
+    #[test]
+    fn rows_read_the_columns_their_queries_return() {
+        assert_columns::<UsageTotals>(&q::USAGE_TOTALS_HOURLY);
+        assert_columns::<UsageTotals>(&q::USAGE_TOTALS_DAILY);
+    }
 }

@@ -379,3 +379,16 @@ pub async fn cost(
         truncated,
     }))
 }
+
+#[cfg(test)]
+mod columns {
+    use super::*;
+    use tally_schema::queries::{self as q, assert_columns, assert_columns_after_prefix};
+
+    #[test]
+    fn rows_read_the_columns_their_queries_return() {
+        assert_columns_after_prefix::<LatencyRow>(&q::METRICS_LATENCY, "total_");
+        assert_columns_after_prefix::<ToolRow>(&q::METRICS_TOOLS, "total_");
+        assert_columns_after_prefix::<CostRow>(&q::METRICS_COST, "total_");
+    }
+}

@@ -410,3 +410,16 @@ pub async fn usage(
         points: rows.into_iter().map(UsagePoint::from).collect(),
     }))
 }
+
+#[cfg(test)]
+mod columns {
+    use super::*;
+    use tally_schema::queries::{self as q, assert_columns, assert_columns_after_prefix};
+
+    #[test]
+    fn rows_read_the_columns_their_queries_return() {
+        assert_columns_after_prefix::<TotalsRow>(&q::METRICS_TOTALS, "total_");
+        assert_columns::<SessionsRow>(&q::SESSIONS_STARTED);
+        assert_columns_after_prefix::<UsagePointRow>(&q::METRICS_USAGE, "total_");
+    }
+}

@@ -124,3 +124,14 @@ pub async fn list_sessions(
         next_cursor,
     }))
 }
+
+#[cfg(test)]
+mod columns {
+    use super::*;
+    use tally_schema::queries::{self as q, assert_columns};
+
+    #[test]
+    fn rows_read_the_columns_their_queries_return() {
+        assert_columns::<PageKey>(&q::SESSIONS_PAGE);
+    }
+}

@@ -204,3 +204,14 @@ mod tests {
         assert_eq!(super::trend(1, 0), "increasing");
     }
 }
+
+#[cfg(test)]
+mod columns {
+    use super::*;
+    use tally_schema::queries::{self as q, assert_columns};
+
+    #[test]
+    fn rows_read_the_columns_their_queries_return() {
+        assert_columns::<DailyUsage>(&q::ACCOUNT_DAILY_USAGE);
+    }
+}
