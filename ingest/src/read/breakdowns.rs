@@ -383,7 +383,7 @@ pub async fn cost(
 #[cfg(test)]
 mod columns {
     use super::*;
-    use tally_schema::queries::{self as q, assert_columns, assert_columns_after_prefix};
+    use tally_schema::queries::{self as q, assert_columns_after_prefix};
 
     #[test]
     fn rows_read_the_columns_their_queries_return() {
