@@ -2,7 +2,11 @@
 //!
 //! [`consumer::Aggregator`] reads `tally.events.v1`, [`fold::Folder`] applies each record
 //! exactly once to the raw event store and the session rollups, [`store::Store`] writes them,
-//! and offsets are committed only after ClickHouse has the rows.
+//! and offsets are committed only after ClickHouse has the rows. It also restores and
+//! publishes the quota counters (`consumer/quota.rs`, with `tally_quota::QuotaLedger`),
+//! emits threshold alerts ([`alerts`]), dead-letters what cannot be folded, drops expired
+//! months and rebuilds rollups on request. The rows and queries are `tally-schema`'s, the
+//! quota rules `tally-quota`'s; the HTTP API is ingest's.
 
 pub mod alerts;
 pub mod config;
@@ -12,7 +16,6 @@ pub mod dedup;
 pub mod fold;
 pub mod health;
 pub mod metrics;
-
 pub mod rebuild;
 pub mod retention;
 pub mod store;

@@ -5,7 +5,11 @@
 //! - [`envelope`]: the Kafka record (key and payload) that carries one event;
 //! - [`rows`]: ClickHouse row types and the session rollup fold;
 //! - [`money`]: exact USD amounts as integer nano-dollars;
+//! - [`pricing`] and [`rollups`]: the price table and the hourly/daily usage and tool rows;
 //! - [`migrations`] and [`queries`]: the SQL that both services and the tests run.
+//!
+//! Quotas (plans, limits, counters, the check) are `tally-quota`'s; reading and writing
+//! ClickHouse and Kafka are the services'.
 
 pub mod envelope;
 pub mod event;
