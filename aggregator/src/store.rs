@@ -5,7 +5,7 @@ use clickhouse::Row;
 use serde::Deserialize;
 use tally_quota::ledger::{PartitionUsage, RecentSecond};
 use tally_runtime::clickhouse::{exception_code, lookup_chunks};
-use tally_schema::queries;
+use tally_schema::queries::params::{self, prepare};
 use tally_schema::rollups::{Granularity, ToolRow, UsageRow};
 use tally_schema::rows::{EventRow, SessionRow};
 
@@ -56,12 +56,17 @@ impl Store {
         (buckets, partitions): (&[u32], &[i32]),
         accounts: &[String],
     ) -> Result<Vec<UsageRow>, clickhouse::error::Error> {
-        let query = match granularity {
-            Granularity::Hour => queries::USAGE_HOURLY_GROUP,
-            Granularity::Day => queries::USAGE_DAILY_GROUP,
-        };
-        self.load_rollup_rows(query.sql, project_id, (buckets, partitions), accounts)
-            .await
+        chunked(accounts, |chunk| {
+            let group = params::UsageGroup {
+                granularity,
+                project_id,
+                buckets,
+                partitions,
+                accounts: chunk,
+            };
+            prepare(&self.client, group)
+        })
+        .await
     }
 
     /// The tool rows of one project in `buckets` × `partitions` × `tools`, as
@@ -72,32 +77,14 @@ impl Store {
         (buckets, partitions): (&[u32], &[i32]),
         tools: &[String],
     ) -> Result<Vec<ToolRow>, clickhouse::error::Error> {
-        self.load_rollup_rows(
-            queries::TOOL_USAGE_GROUP.sql,
-            project_id,
-            (buckets, partitions),
-            tools,
-        )
-        .await
-    }
-
-    async fn load_rollup_rows<T>(
-        &self,
-        sql: &str,
-        project_id: &str,
-        (buckets, partitions): (&[u32], &[i32]),
-        ids: &[String],
-    ) -> Result<Vec<T>, clickhouse::error::Error>
-    where
-        T: clickhouse::RowOwned + clickhouse::RowRead,
-    {
-        chunked(ids, |chunk| {
-            self.client
-                .query(sql)
-                .bind(project_id)
-                .bind(buckets)
-                .bind(partitions)
-                .bind(chunk)
+        chunked(tools, |chunk| {
+            let group = params::ToolUsageGroup {
+                project_id,
+                buckets,
+                partitions,
+                tools: chunk,
+            };
+            prepare(&self.client, group)
         })
         .await
     }
@@ -109,16 +96,13 @@ impl Store {
         control_offset: u64,
         (from_secs, to_secs): (i64, i64),
     ) -> Result<Vec<EventRow>, clickhouse::error::Error> {
-        self.client
-            .query(queries::REBUILD_EVENTS.sql)
-            .bind(partition)
-            .bind(control_offset)
-            .bind(partition)
-            .bind(control_offset)
-            .bind(from_secs)
-            .bind(to_secs)
-            .fetch_all()
-            .await
+        let events = params::RebuildEvents {
+            partition,
+            control_offset,
+            from_secs,
+            to_secs,
+        };
+        prepare(&self.client, events).fetch_all().await
     }
 
     /// The current rows of `session_ids`, in lookups bounded in ids and bytes
@@ -129,10 +113,11 @@ impl Store {
         session_ids: &[String],
     ) -> Result<Vec<SessionRow>, clickhouse::error::Error> {
         chunked(session_ids, |chunk| {
-            self.client
-                .query(queries::SESSIONS_BY_ID.sql)
-                .bind(project_id)
-                .bind(chunk)
+            let sessions = params::SessionsById {
+                project_id,
+                session_ids: chunk,
+            };
+            prepare(&self.client, sessions)
         })
         .await
     }
@@ -144,16 +129,12 @@ impl Store {
         partition: i32,
         since: i64,
     ) -> Result<Vec<PartitionUsage>, clickhouse::error::Error> {
-        let query = match granularity {
-            Granularity::Hour => queries::PARTITION_HOURLY_USAGE_SINCE,
-            Granularity::Day => queries::PARTITION_DAILY_USAGE_SINCE,
+        let usage = params::PartitionUsageSince {
+            granularity,
+            partition,
+            since: u32::try_from(since).unwrap_or(0),
         };
-        self.client
-            .query(query.sql)
-            .bind(partition)
-            .bind(u32::try_from(since).unwrap_or(0))
-            .fetch_all()
-            .await
+        prepare(&self.client, usage).fetch_all().await
     }
 
     /// A partition's requests and tokens per account and second since `since` (Unix seconds).
@@ -162,12 +143,11 @@ impl Store {
         partition: i32,
         since: i64,
     ) -> Result<Vec<RecentSecond>, clickhouse::error::Error> {
-        self.client
-            .query(queries::PARTITION_RECENT_SECONDS.sql)
-            .bind(partition)
-            .bind(u32::try_from(since).unwrap_or(0))
-            .fetch_all()
-            .await
+        let seconds = params::PartitionRecentSeconds {
+            partition,
+            since: u32::try_from(since).unwrap_or(0),
+        };
+        prepare(&self.client, seconds).fetch_all().await
     }
 
     /// Inserts rows into `table` in one insert.
@@ -184,12 +164,15 @@ impl Store {
         partition: i32,
         since_ms: i64,
     ) -> Result<Vec<KnownEvent>, clickhouse::error::Error> {
-        self.client
-            .query(queries::KNOWN_EVENTS.sql)
-            .bind(partition)
-            .bind(since_ms)
-            .fetch_all::<KnownEvent>()
-            .await
+        prepare(
+            &self.client,
+            params::KnownEvents {
+                partition,
+                since_ms,
+            },
+        )
+        .fetch_all::<KnownEvent>()
+        .await
     }
 }
 

@@ -1,5 +1,8 @@
 //! The read queries, kept as SQL files so the cross-engine test runs exactly these.
-//! Values are bound with `?` placeholders, in order.
+//! Values are bound with `?` placeholders, in order, each query's from one struct of
+//! [`params`].
+
+pub mod params;
 
 /// A named read query.
 #[derive(Debug, Clone, Copy)]

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 use tally_runtime::clickhouse::ClickHouseConfig;
 use tally_runtime::kafka::KafkaConfig;
 use tally_schema::envelope::Envelope;
+use tally_schema::queries::params;
+use tally_schema::rollups::Granularity;
 
 /// A command running the service `name` (`tally-ingest`, `tally-aggregator`) built beside this
 /// test or tool. The harness's own `TALLY_TEST_*` variables are removed: the services read
@@ -237,13 +239,15 @@ impl FoldStage {
     /// What the tables hold, in the shape of the ground truth; `usage_table` picks the rollup.
     pub async fn read(&self, project_id: &str, usage_table: &str) -> GroundTruth {
         let client = self.clickhouse.client();
-        let sql = match usage_table {
-            "usage_daily" => tally_schema::queries::USAGE_TOTALS_DAILY.sql,
-            _ => tally_schema::queries::USAGE_TOTALS_HOURLY.sql,
+        let granularity = match usage_table {
+            "usage_daily" => Granularity::Day,
+            _ => Granularity::Hour,
         };
-        let rows: Vec<UsageTotals> = client
-            .query(sql)
-            .bind(project_id)
+        let totals = params::UsageTotals {
+            granularity,
+            project_id,
+        };
+        let rows: Vec<UsageTotals> = params::prepare(&client, totals)
             .fetch_all()
             .await
             .unwrap_or_default();

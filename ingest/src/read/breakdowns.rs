@@ -3,7 +3,10 @@
 //! broken down by model, operation, account and day.
 
 use super::metrics::{hour_range, read_request, rollup_filters, usage_points, GroupBy, Period};
-use super::rollup::{add_histogram, bind_rollups, Accuracy, LatencyStats, RollupRange, ACCURACY};
+use super::rollup::{
+    add_histogram, Accuracy, LatencyStats, MetricsCost, MetricsLatency, RollupRange, RollupScope,
+    ACCURACY,
+};
 use crate::error::ApiError;
 use crate::read::ReadState;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -11,7 +14,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tally_schema::event::{Timestamp, Usage};
 use tally_schema::money::nanos_to_json;
-use tally_schema::queries;
+use tally_schema::queries::params::{self, prepare};
 
 #[derive(Debug, Row, Deserialize)]
 struct LatencyRow {
@@ -57,14 +60,15 @@ pub async fn latency(
     )?;
     let range = hour_range(&params)?;
     let filters = rollup_filters(&principal, &params, true)?;
-    let rows = bind_rollups(
-        state.clickhouse.query(queries::METRICS_LATENCY.sql),
-        &principal.project_id,
-        &RollupRange::split(range),
-        &filters,
-    )
-    .fetch_all::<LatencyRow>()
-    .await?;
+    let rollups = RollupRange::split(range);
+    let scope = RollupScope {
+        project_id: &principal.project_id,
+        range: &rollups,
+        filters: &filters,
+    };
+    let rows = prepare(&state.clickhouse, MetricsLatency(scope))
+        .fetch_all::<LatencyRow>()
+        .await?;
 
     // Histograms add up exactly, so the overall figures come from the models' sums.
     let (mut duration, mut ttft) = ((0, 0, Vec::new()), (0, 0, Vec::new()));
@@ -138,14 +142,13 @@ pub async fn tools(
     let range = hour_range(&params)?;
     let tool = params.id("tool")?.unwrap_or_default();
     // Tools are rolled up by the hour only.
-    let rows = state
-        .clickhouse
-        .query(queries::METRICS_TOOLS.sql)
-        .bind(&principal.project_id)
-        .bind(range.from)
-        .bind(range.to)
-        .bind(&tool)
-        .bind(&tool)
+    let tools_of = params::MetricsTools {
+        project_id: &principal.project_id,
+        from: range.from,
+        to: range.to,
+        tool: &tool,
+    };
+    let rows = prepare(&state.clickhouse, tools_of)
         .fetch_all::<ToolRow>()
         .await?;
     let tools = rows
@@ -283,18 +286,16 @@ pub async fn cost(
     let project_id = principal.project_id.as_str();
 
     let breakdown = |group: GroupBy| {
-        let query = bind_rollups(
-            state
-                .clickhouse
-                .query(queries::METRICS_COST.sql)
-                .bind(group.as_str())
-                .bind(group.as_str())
-                .bind(group.as_str()),
-            project_id,
-            &rollups,
-            &filters,
-        )
-        .bind(u64::from(limit) + 1);
+        let cost = MetricsCost {
+            group: group.as_str(),
+            scope: RollupScope {
+                project_id,
+                range: &rollups,
+                filters: &filters,
+            },
+            limit: u64::from(limit) + 1,
+        };
+        let query = prepare(&state.clickhouse, cost);
         async move { Ok::<_, ApiError>(query.fetch_all::<CostRow>().await?) }
     };
     // The days' totals are the usage series by the day, ungrouped (at most 368 points).

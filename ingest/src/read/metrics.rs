@@ -3,7 +3,7 @@
 //! session rollup.
 
 use super::params::{invalid_range, AlignedRange, Params, DAY_MS, MAX_SPAN_MS};
-use super::rollup::{bind_rollups, RollupFilters, RollupRange};
+use super::rollup::{MetricsTotals, MetricsUsage, RollupFilters, RollupRange, RollupScope};
 use crate::auth::{Principal, Scope};
 use crate::error::ApiError;
 use crate::ratelimit::RouteGroup;
@@ -13,7 +13,7 @@ use clickhouse::Row;
 use serde::{Deserialize, Serialize};
 use tally_schema::event::{Timestamp, Usage};
 use tally_schema::money::nanos_to_json;
-use tally_schema::queries;
+use tally_schema::queries::params::{self, prepare};
 
 /// Most points one usage answer holds; a longer answer is refused with a 400.
 pub const MAX_USAGE_POINTS: usize = 10_000;
@@ -136,24 +136,21 @@ pub async fn summary(
     let filters = rollup_filters(&principal, &params, false)?;
     let project_id = principal.project_id.as_str();
 
-    let totals = bind_rollups(
-        state.clickhouse.query(queries::METRICS_TOTALS.sql),
+    let rollups = RollupRange::split(range);
+    let scope = RollupScope {
         project_id,
-        &RollupRange::split(range),
-        &filters,
-    )
-    .fetch_one::<TotalsRow>();
-    let sessions = state
-        .clickhouse
-        .query(queries::SESSIONS_STARTED.sql)
-        .bind(project_id)
-        .bind(i64::from(range.from) * 1000)
-        .bind(i64::from(range.to) * 1000)
-        .bind(&filters.account_id)
-        .bind(&filters.account_id)
-        .bind(&filters.model)
-        .bind(&filters.model)
-        .fetch_one::<SessionsRow>();
+        range: &rollups,
+        filters: &filters,
+    };
+    let totals = prepare(&state.clickhouse, MetricsTotals(scope)).fetch_one::<TotalsRow>();
+    let started = params::SessionsStarted {
+        project_id,
+        from_ms: i64::from(range.from) * 1000,
+        to_ms: i64::from(range.to) * 1000,
+        account_id: &filters.account_id,
+        model: &filters.model,
+    };
+    let sessions = prepare(&state.clickhouse, started).fetch_one::<SessionsRow>();
     let (totals, sessions) = futures::try_join!(totals, sessions)?;
 
     Ok(HttpResponse::Ok().json(Summary {
@@ -328,18 +325,18 @@ pub(super) async fn usage_points(
 ) -> Result<Vec<UsagePointRow>, ApiError> {
     let (step, offset) = period.step_and_offset();
     let group = group_by.map_or("", GroupBy::as_str);
-    let query = state
-        .clickhouse
-        .query(queries::METRICS_USAGE.sql)
-        .bind(offset)
-        .bind(step)
-        .bind(step)
-        .bind(offset)
-        .bind(group)
-        .bind(group)
-        .bind(group);
-    Ok(bind_rollups(query, project_id, rollups, filters)
-        .bind(limit as u64)
+    let series = MetricsUsage {
+        step,
+        offset,
+        group,
+        scope: RollupScope {
+            project_id,
+            range: rollups,
+            filters,
+        },
+        limit: limit as u64,
+    };
+    Ok(prepare(&state.clickhouse, series)
         .fetch_all::<UsagePointRow>()
         .await?)
 }

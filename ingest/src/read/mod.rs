@@ -7,7 +7,7 @@
 mod breakdowns;
 mod metrics;
 pub mod params;
-mod rollup;
+pub mod rollup;
 pub mod sessions;
 mod sessions_list;
 #[cfg(test)]

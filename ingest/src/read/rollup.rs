@@ -1,9 +1,12 @@
 //! Reading the usage rollups over a time range: which buckets of `usage_daily` and
-//! `usage_hourly` cover it, the filters every metrics query takes, and latency figures from
-//! the rollups' histograms.
+//! `usage_hourly` cover it, the filters every metrics query takes, the values each metrics
+//! query binds, and latency figures from the rollups' histograms.
 
 use super::params::AlignedRange;
+use clickhouse::query::Query as Statement;
 use serde::Serialize;
+use tally_schema::queries::params::Params;
+use tally_schema::queries::{self, Query};
 use tally_schema::rollups::histogram_quantile;
 
 const DAY_SECS: u32 = 86_400;
@@ -48,29 +51,109 @@ pub struct RollupFilters {
     pub operation: String,
 }
 
-/// Binds the range and the filters of the rollup union that `metrics_*.sql` share, in the
-/// order of its placeholders: the daily part, then the hourly part.
-pub fn bind_rollups(
-    mut query: clickhouse::query::Query,
-    project_id: &str,
-    range: &RollupRange,
-    filters: &RollupFilters,
-) -> clickhouse::query::Query {
-    let bind_filters = |query: clickhouse::query::Query| {
-        query
-            .bind(&filters.account_id)
-            .bind(&filters.account_id)
-            .bind(&filters.model)
-            .bind(&filters.model)
-            .bind(&filters.operation)
-            .bind(&filters.operation)
-    };
-    query = query.bind(project_id).bind(range.days.0).bind(range.days.1);
-    query = bind_filters(query).bind(project_id);
-    for (from, to) in range.hours {
-        query = query.bind(from).bind(to);
+/// What every metrics query reads: a project's rollups over a range, filtered. Bound in the
+/// order of the placeholders of the rollup union that `metrics_*.sql` share: the daily part,
+/// then the hourly part.
+#[derive(Debug, Clone, Copy)]
+pub struct RollupScope<'a> {
+    pub project_id: &'a str,
+    pub range: &'a RollupRange,
+    pub filters: &'a RollupFilters,
+}
+
+impl RollupScope<'_> {
+    /// Binds the scope to a statement of the rollup union (a metrics query, or a variant of
+    /// one on other tables).
+    pub fn bind(&self, mut statement: Statement) -> Statement {
+        let filters = self.filters;
+        let bind_filters = |statement: Statement| {
+            statement
+                .bind(&filters.account_id)
+                .bind(&filters.account_id)
+                .bind(&filters.model)
+                .bind(&filters.model)
+                .bind(&filters.operation)
+                .bind(&filters.operation)
+        };
+        statement = statement
+            .bind(self.project_id)
+            .bind(self.range.days.0)
+            .bind(self.range.days.1);
+        statement = bind_filters(statement).bind(self.project_id);
+        for (from, to) in self.range.hours {
+            statement = statement.bind(from).bind(to);
+        }
+        bind_filters(statement)
     }
-    bind_filters(query)
+}
+
+/// The totals of a scope ([`queries::METRICS_TOTALS`]).
+pub struct MetricsTotals<'a>(pub RollupScope<'a>);
+
+impl Params for MetricsTotals<'_> {
+    fn query(&self) -> Query {
+        queries::METRICS_TOTALS
+    }
+    fn bind(self, statement: Statement) -> Statement {
+        self.0.bind(statement)
+    }
+}
+
+/// The latency histograms of a scope by model ([`queries::METRICS_LATENCY`]).
+pub struct MetricsLatency<'a>(pub RollupScope<'a>);
+
+impl Params for MetricsLatency<'_> {
+    fn query(&self) -> Query {
+        queries::METRICS_LATENCY
+    }
+    fn bind(self, statement: Statement) -> Statement {
+        self.0.bind(statement)
+    }
+}
+
+/// The cost of a scope by `group` (`model`, `operation`, `account`), `limit` groups at most
+/// ([`queries::METRICS_COST`]).
+pub struct MetricsCost<'a> {
+    pub group: &'a str,
+    pub scope: RollupScope<'a>,
+    pub limit: u64,
+}
+
+impl Params for MetricsCost<'_> {
+    fn query(&self) -> Query {
+        queries::METRICS_COST
+    }
+    fn bind(self, statement: Statement) -> Statement {
+        let statement = statement.bind(self.group).bind(self.group).bind(self.group);
+        self.scope.bind(statement).bind(self.limit)
+    }
+}
+
+/// A usage series of a scope: points every `step` seconds from `offset`, by `group` (or
+/// none when empty), `limit` rows at most ([`queries::METRICS_USAGE`]).
+pub struct MetricsUsage<'a> {
+    pub step: i64,
+    pub offset: i64,
+    pub group: &'a str,
+    pub scope: RollupScope<'a>,
+    pub limit: u64,
+}
+
+impl Params for MetricsUsage<'_> {
+    fn query(&self) -> Query {
+        queries::METRICS_USAGE
+    }
+    fn bind(self, statement: Statement) -> Statement {
+        let statement = statement
+            .bind(self.offset)
+            .bind(self.step)
+            .bind(self.step)
+            .bind(self.offset)
+            .bind(self.group)
+            .bind(self.group)
+            .bind(self.group);
+        self.scope.bind(statement).bind(self.limit)
+    }
 }
 
 /// Count, average and percentiles of latencies kept as a rollup histogram.

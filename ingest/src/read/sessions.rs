@@ -12,7 +12,7 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use tally_schema::event::{Event, Timestamp, Usage};
 use tally_schema::money::nanos_to_json;
-use tally_schema::queries;
+use tally_schema::queries::params::{self, prepare};
 use tally_schema::rows::{EventRow, SessionRow};
 
 #[derive(Debug, Serialize)]
@@ -110,11 +110,11 @@ pub async fn get_session(
 ) -> Result<HttpResponse, ApiError> {
     let principal = state.gate.admit(&request, Scope::Read, RouteGroup::Read)?;
     let session_id = session_id(&path)?;
-    let row = state
-        .clickhouse
-        .query(queries::SESSION_ROLLUP.sql)
-        .bind(&principal.project_id)
-        .bind(&session_id)
+    let rollup = params::SessionRollup {
+        project_id: &principal.project_id,
+        session_id: &session_id,
+    };
+    let row = prepare(&state.clickhouse, rollup)
         .fetch_optional::<SessionRow>()
         .await?
         .ok_or(ApiError::NotFound("session"))?;
@@ -132,26 +132,18 @@ pub async fn get_timeline(
     let limit = params.limit(TIMELINE_PAGE, TIMELINE_PAGE)?;
     let cursor = params.get("cursor").map(PageCursor::decode).transpose()?;
     let with_content = params
-        .choice("content", &[("true", 1u8), ("false", 0u8)])?
-        .unwrap_or(1);
-    let (has_cursor, cursor_ts, cursor_id) = match &cursor {
-        Some(c) => (1u8, c.ts_ms, c.id.as_str()),
-        None => (0u8, 0, ""),
-    };
+        .choice("content", &[("true", true), ("false", false)])?
+        .unwrap_or(true);
     // Rows are read one by one, so a page of large events stops at its byte budget without
     // holding the rest; one row more than the page tells whether another follows.
-    let mut rows = state
-        .clickhouse
-        .query(queries::SESSION_TIMELINE.sql)
-        .bind(with_content)
-        .bind(&principal.project_id)
-        .bind(&session_id)
-        .bind(has_cursor)
-        .bind(cursor_ts)
-        .bind(cursor_ts)
-        .bind(cursor_id)
-        .bind(limit + 1)
-        .fetch::<EventRow>()?;
+    let page = params::SessionTimeline {
+        with_content,
+        project_id: &principal.project_id,
+        session_id: &session_id,
+        after: cursor.as_ref().map(|c| (c.ts_ms, c.id.as_str())),
+        limit: limit + 1,
+    };
+    let mut rows = prepare(&state.clickhouse, page).fetch::<EventRow>()?;
     let (mut events, mut bytes, mut more) = (Vec::new(), 0usize, false);
     while let Some(row) = rows.next().await? {
         let size = row.content.len()

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use tally_runtime::clickhouse::lookup_chunks;
 use tally_schema::event::Timestamp;
-use tally_schema::queries;
+use tally_schema::queries::params::{self, prepare};
 use tally_schema::rows::SessionRow;
 
 /// Sessions a page holds unless `limit` says otherwise.
@@ -63,27 +63,18 @@ pub async fn list_sessions(
     let limit = params.limit(DEFAULT_PAGE, MAX_PAGE)?;
     let cursor = params.get("cursor").map(PageCursor::decode).transpose()?;
 
-    let (has_cursor, cursor_ts, cursor_session) = match &cursor {
-        Some(c) => (1u8, c.ts_ms, c.id.as_str()),
-        None => (0u8, 0, ""),
-    };
     // One key more than the page tells whether another page follows.
-    let mut keys = state
-        .clickhouse
-        .query(queries::SESSIONS_PAGE.sql)
-        .bind(&principal.project_id)
-        .bind(range.from_ms)
-        .bind(range.to_ms)
-        .bind(&account_id)
-        .bind(&account_id)
-        .bind(status)
-        .bind(status)
-        .bind(&model)
-        .bind(&model)
-        .bind(has_cursor)
-        .bind(cursor_ts)
-        .bind(cursor_session)
-        .bind(limit + 1)
+    let page = params::SessionsPage {
+        project_id: &principal.project_id,
+        from_ms: range.from_ms,
+        to_ms: range.to_ms,
+        account_id: &account_id,
+        status,
+        model: &model,
+        after: cursor.as_ref().map(|c| (c.ts_ms, c.id.as_str())),
+        limit: limit + 1,
+    };
+    let mut keys = prepare(&state.clickhouse, page)
         .fetch_all::<PageKey>()
         .await?;
     let next_cursor = if keys.len() > limit as usize {
@@ -102,11 +93,11 @@ pub async fn list_sessions(
     let ids: Vec<&str> = keys.iter().map(|k| k.session_id.as_str()).collect();
     // A page of long ids would make one query larger than ClickHouse takes: bounded lookups.
     for chunk in lookup_chunks(&ids) {
-        let part = state
-            .clickhouse
-            .query(queries::SESSIONS_BY_ID.sql)
-            .bind(&principal.project_id)
-            .bind(chunk)
+        let sessions = params::SessionsById {
+            project_id: &principal.project_id,
+            session_ids: chunk,
+        };
+        let part = prepare(&state.clickhouse, sessions)
             .fetch_all::<SessionRow>()
             .await?;
         rows.extend(part.into_iter().map(|row| (row.session_id.clone(), row)));

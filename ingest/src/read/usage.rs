@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use tally_quota::{evaluate, CheckRequest, LimitStatus, WindowStarts};
 use tally_schema::event::Timestamp;
 use tally_schema::money::nanos_to_json;
-use tally_schema::queries::ACCOUNT_DAILY_USAGE;
+use tally_schema::queries::params::{self, prepare};
 
 /// Days of history in the answer.
 const HISTORY_DAYS: i64 = 30;
@@ -102,14 +102,12 @@ pub async fn get_usage(
     let windows = WindowStarts::at(now_ms);
     let today = windows.day;
     let first_day = (today - (HISTORY_DAYS - 1) * 86_400).min(windows.month);
-    let rows: Vec<DailyUsage> = state
-        .clickhouse
-        .query(ACCOUNT_DAILY_USAGE.sql)
-        .bind(&principal.project_id)
-        .bind(&account_id)
-        .bind(u32::try_from(first_day).unwrap_or(0))
-        .fetch_all()
-        .await?;
+    let daily_usage = params::AccountDailyUsage {
+        project_id: &principal.project_id,
+        account_id: &account_id,
+        first_day: u32::try_from(first_day).unwrap_or(0),
+    };
+    let rows: Vec<DailyUsage> = prepare(&state.clickhouse, daily_usage).fetch_all().await?;
 
     let mut daily: BTreeMap<i64, Totals> = (0..HISTORY_DAYS)
         .map(|i| (today - i * 86_400, Totals::default()))

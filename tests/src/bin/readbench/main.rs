@@ -12,8 +12,10 @@ use rand::{Rng, SeedableRng};
 use std::time::{Duration, Instant};
 use tally_ingest::auth::{ProjectConfig, Redaction, Scope};
 use tally_ingest::config::IngestConfig;
+use tally_ingest::read::rollup::{RollupFilters, RollupRange, RollupScope};
 use tally_runtime::clickhouse::ClickHouseConfig;
 use tally_runtime::kafka::KafkaConfig;
+use tally_schema::queries::params::{self, Params};
 use tally_tests::env::{clickhouse_url, kafka_brokers, new_key};
 
 mod fill;
@@ -194,27 +196,6 @@ async fn run(args: &Args, clickhouse: &ClickHouseConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds of the metrics queries' rollup union for whole days `[start, end)`, no filters.
-fn rollup_binds(
-    mut query: clickhouse::query::Query,
-    start: DateTime<Utc>,
-    end: DateTime<Utc>,
-) -> clickhouse::query::Query {
-    let (from, to) = (start.timestamp(), end.timestamp());
-    query = query.bind(PROJECT).bind(from).bind(to);
-    for _ in 0..6 {
-        query = query.bind("");
-    }
-    query = query.bind(PROJECT);
-    for _ in 0..4 {
-        query = query.bind(0);
-    }
-    for _ in 0..6 {
-        query = query.bind("");
-    }
-    query
-}
-
 /// Times a query run in ClickHouse alone, its answer read whole.
 async fn time_query(
     client: &clickhouse::Client,
@@ -248,16 +229,31 @@ async fn analyze(
     let latency = tally_schema::queries::METRICS_LATENCY.sql;
     let sessions = tally_schema::queries::SESSIONS_STARTED.sql;
     let bind_sessions = |q: clickhouse::query::Query| {
-        q.bind(PROJECT)
-            .bind(start.timestamp_millis())
-            .bind(end.timestamp_millis())
-            .bind("")
-            .bind("")
-            .bind("")
-            .bind("")
+        let started = params::SessionsStarted {
+            project_id: PROJECT,
+            from_ms: start.timestamp_millis(),
+            to_ms: end.timestamp_millis(),
+            account_id: "",
+            model: "",
+        };
+        started.bind(q)
     };
     let n = args.repeats.max(1);
-    let window = |q| rollup_binds(q, start, end);
+    // Whole days [start, end), no filters.
+    let days = RollupRange {
+        days: (
+            u32::try_from(start.timestamp())?,
+            u32::try_from(end.timestamp())?,
+        ),
+        hours: [(0, 0); 2],
+    };
+    let filters = RollupFilters::default();
+    let scope = RollupScope {
+        project_id: PROJECT,
+        range: &days,
+        filters: &filters,
+    };
+    let window = |q| scope.bind(q);
     println!("where the time goes (ClickHouse alone, n={n} each):");
     for (name, sql) in [("usage totals", totals), ("latency histograms", latency)] {
         let served = time_query(client, sql, window, n).await?;
