@@ -1,5 +1,6 @@
-//! The read routes' parameter handling, range arithmetic and latency figures, without
-//! ClickHouse: every request here is refused before a query would run.
+//! The read routes' parameter handling, range arithmetic and latency figures, refused before
+//! a query would run; and the answers built from rows, with the clickhouse crate's mock
+//! server in place of ClickHouse.
 
 use super::params::{AlignedRange, PageCursor, Params, TimeRange, DAY_MS, HOUR_MS};
 use super::rollup::{LatencyStats, RollupRange};
@@ -8,9 +9,11 @@ use crate::config::IngestConfig;
 use crate::error::ApiError;
 use crate::testing::{app, services, FakeSink};
 use actix_web::test as actix_test;
+use clickhouse::test::{handlers, Mock};
 use serde_json::Value;
 use std::sync::Arc;
 use tally_schema::rollups::{latency_bucket, LATENCY_BOUNDS_MS};
+use tally_schema::rows::SessionRow;
 
 const T0: i64 = 1_763_805_845_123; // 2025-11-22T10:04:05.123Z, a Saturday
 
@@ -255,6 +258,12 @@ const READ_KEY: &str = "read-key";
 const INGEST_KEY: &str = "ingest-key";
 
 async fn get(path: &str, key: &str) -> (u16, Value) {
+    // Nothing listens there: a request that reached ClickHouse would fail with a 503.
+    get_from("http://127.0.0.1:9", path, key).await
+}
+
+/// `GET path` with `key`, the read role's ClickHouse at `clickhouse_url`.
+async fn get_from(clickhouse_url: &str, path: &str, key: &str) -> (u16, Value) {
     let mut config = IngestConfig {
         projects: vec![ProjectConfig {
             id: "p".into(),
@@ -272,8 +281,7 @@ async fn get(path: &str, key: &str) -> (u16, Value) {
         }],
         ..IngestConfig::default()
     };
-    // Nothing listens there: a request that reached ClickHouse would fail with a 503.
-    config.clickhouse.url = "http://127.0.0.1:9".into();
+    config.clickhouse.url = clickhouse_url.into();
     let services = services(config, Arc::new(FakeSink::default()));
     let app = actix_test::init_service(app(&services)).await;
     let request = actix_test::TestRequest::get()
@@ -375,4 +383,57 @@ async fn read_routes_need_a_read_key() {
         let (status, _) = get(&format!("{path}?bogus=1"), INGEST_KEY).await;
         assert_eq!(status, 403, "{path}");
     }
+}
+
+/// A session row as the aggregator writes it.
+fn session_row() -> SessionRow {
+    SessionRow {
+        account_id: "acct".into(),
+        first_ts_ms: T0,
+        last_ts_ms: T0 + 1_500,
+        event_count: 3,
+        event_types: vec!["llm_request".into(), "llm_response".into()],
+        event_type_counts: vec![1, 2],
+        llm_calls: 1,
+        input_tokens: 120,
+        output_tokens: 30,
+        cost_nanos: 1_250_000,
+        models: vec!["gpt-4o".into()],
+        ..SessionRow::empty("p", "s-1", 0)
+    }
+}
+
+#[actix_web::test]
+async fn a_session_is_answered_from_its_rollup_row() {
+    let mock = Mock::new();
+    mock.add(handlers::provide(vec![session_row()]));
+    let (status, body) = get_from(mock.url(), "/v1/sessions/s-1", READ_KEY).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["session_id"], "s-1");
+    assert_eq!(body["account_id"], "acct");
+    assert_eq!(body["duration_ms"], 1_500);
+    assert_eq!(body["event_counts"]["llm_response"], 2);
+    assert_eq!(body["usage"]["input_tokens"], 120);
+    assert_eq!(body["cost_usd"], serde_json::json!(0.00125));
+    assert_eq!(body["models"], serde_json::json!(["gpt-4o"]));
+}
+
+#[actix_web::test]
+async fn no_row_is_404_and_a_read_past_its_time_is_503() {
+    let mock = Mock::new();
+    mock.add(handlers::provide(Vec::<SessionRow>::new()));
+    let (status, body) = get_from(mock.url(), "/v1/sessions/nobody", READ_KEY).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (404, &Value::from("not_found"))
+    );
+
+    let mock = Mock::new();
+    // TIMEOUT_EXCEEDED: the query ran past max_execution_time.
+    mock.add(handlers::exception(159));
+    let (status, body) = get_from(mock.url(), "/v1/sessions/slow", READ_KEY).await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (503, &Value::from("unavailable"))
+    );
 }
