@@ -1,5 +1,5 @@
 """The flush at process exit, in child processes: a normal exit, SIGTERM with the default
-action, SIGTERM with a handler the application installed first, and the bounded wait."""
+action, SIGINT, SIGTERM with a handler the application installed first, and the bounded wait."""
 
 import os
 import signal
@@ -53,6 +53,18 @@ def test_sigterm_flushes_then_dies_of_sigterm(fake):
     process.wait(30)
     assert process.returncode == -signal.SIGTERM
     assert [e["attributes"]["i"] for e in fake.events()] == list(range(40))
+
+
+def test_sigint_flushes_on_the_way_out(fake):
+    # Python raises KeyboardInterrupt on SIGINT unless the signal was ignored when it started
+    # (as for background jobs); the script asks for that handler so the test does not depend on it.
+    script = "signal.signal(signal.SIGINT, signal.default_int_handler)\n" + RECORD_AND_WAIT
+    process = child(script, fake.url, 20)
+    assert process.stdout.readline() == "recorded\n"
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGINT, err  # an uncaught KeyboardInterrupt ends by the signal
+    assert [e["attributes"]["i"] for e in fake.events()] == list(range(20))
 
 
 def test_sigterm_chains_the_handler_installed_before(fake):

@@ -2,7 +2,8 @@
  * The Tally client: a bounded in-memory queue of events, sent in batches when the queue holds
  * `maxBatchEvents` events (or `maxBatchBytes`) or its oldest event is `flushIntervalMs` old,
  * one batch at a time, with retries. Recording never blocks and never throws: when the queue is
- * full new events are dropped and counted.
+ * full new events are dropped and counted. The defaults are those of every Tally SDK, from
+ * `sdk-spec/sdk-behaviour.json`.
  */
 import { TallyDeliveryError, type DeliveryFailure } from "./errors.js";
 import { toWire, type TallyEvent } from "./events.js";
@@ -10,16 +11,16 @@ import { registerForExit, unregisterForExit, type ExitParticipant } from "./exit
 import { meter, type MeterCall, type MeterOptions } from "./meter.js";
 import { QuotaClient, type QuotaCheckRequest, type QuotaOptions, type QuotaResult } from "./quota.js";
 import { Session, type SessionOptions } from "./session.js";
-import { Transport, type DeliveryResult, type EventRejection, type RetryOptions } from "./transport.js";
+import { ENVELOPE_BYTES, Transport, type DeliveryResult, type EventRejection, type RetryOptions } from "./transport.js";
 
 export interface TallyOptions {
   /** A project key with the `ingest` scope (default: `TALLY_API_KEY`). */
   apiKey?: string;
   /** The ingest base URL (default: `TALLY_ENDPOINT`, else `http://127.0.0.1:8080`). */
   endpoint?: string;
-  /** Most events per request (default 100, at most 1000, the server's limit). */
+  /** Most events per request, and a batch goes as soon as this many wait (default 500, at most 1000, the server's limit). */
   maxBatchEvents?: number;
-  /** Most bytes of JSON per request before compression (default 4 MiB; the server allows 5 MiB). */
+  /** Most bytes of a request's JSON body before compression, envelope included (default 4 MiB; the server allows 5 MiB). */
   maxBatchBytes?: number;
   /** Longest an event waits in the queue before its batch is sent (default 1000 ms). */
   flushIntervalMs?: number;
@@ -81,6 +82,17 @@ interface Queued {
 
 const MiB = 1024 * 1024;
 
+/** The client's defaults: the values of `sdk-spec/sdk-behaviour.json`. */
+export const CLIENT_DEFAULTS = {
+  maxBatchEvents: 500,
+  maxBatchBytes: 4 * MiB,
+  flushIntervalMs: 1000,
+  maxQueueEvents: 10_000,
+  maxQueueBytes: 32 * MiB,
+  maxEventBytes: 256 * 1024,
+  shutdownTimeoutMs: 5000,
+} as const;
+
 export class Tally implements ExitParticipant {
   readonly endpoint: string;
   private readonly transport: Transport;
@@ -127,13 +139,13 @@ export class Tally implements ExitParticipant {
     if (!apiKey) throw new TypeError("Tally needs an API key (apiKey or TALLY_API_KEY)");
     this.endpoint = options.endpoint ?? process.env.TALLY_ENDPOINT ?? "http://127.0.0.1:8080";
     this.opts = {
-      maxBatchEvents: clamp(options.maxBatchEvents ?? 100, 1, 1000),
-      maxBatchBytes: Math.max(1024, options.maxBatchBytes ?? 4 * MiB),
-      flushIntervalMs: Math.max(0, options.flushIntervalMs ?? 1000),
-      maxQueueEvents: Math.max(1, options.maxQueueEvents ?? 10_000),
-      maxQueueBytes: Math.max(1024, options.maxQueueBytes ?? 32 * MiB),
-      maxEventBytes: Math.max(1, options.maxEventBytes ?? 256 * 1024),
-      shutdownTimeoutMs: Math.max(0, options.shutdownTimeoutMs ?? 5000),
+      maxBatchEvents: clamp(options.maxBatchEvents ?? CLIENT_DEFAULTS.maxBatchEvents, 1, 1000),
+      maxBatchBytes: Math.max(1024, options.maxBatchBytes ?? CLIENT_DEFAULTS.maxBatchBytes),
+      flushIntervalMs: Math.max(0, options.flushIntervalMs ?? CLIENT_DEFAULTS.flushIntervalMs),
+      maxQueueEvents: Math.max(1, options.maxQueueEvents ?? CLIENT_DEFAULTS.maxQueueEvents),
+      maxQueueBytes: Math.max(1024, options.maxQueueBytes ?? CLIENT_DEFAULTS.maxQueueBytes),
+      maxEventBytes: Math.max(1, options.maxEventBytes ?? CLIENT_DEFAULTS.maxEventBytes),
+      shutdownTimeoutMs: Math.max(0, options.shutdownTimeoutMs ?? CLIENT_DEFAULTS.shutdownTimeoutMs),
       meterChecksQuota: options.meterChecksQuota ?? true,
     };
     this.onRejected = options.onRejected ?? warnRejected;
@@ -202,7 +214,7 @@ export class Tally implements ExitParticipant {
     this.queue.push({ json, bytes, seq: ++this.lastSeq, at: Date.now() });
     this.queuedBytes += bytes;
     this.counters.enqueued += 1;
-    if (this.queue.length >= this.opts.maxBatchEvents || this.queuedBytes >= this.opts.maxBatchBytes) {
+    if (this.fullBatchWaits()) {
       setImmediate(() => this.kick());
     } else {
       this.arm();
@@ -326,10 +338,16 @@ export class Tally implements ExitParticipant {
     return (
       this.waiters.length > 0 ||
       this.closing !== undefined ||
-      this.queue.length >= this.opts.maxBatchEvents ||
-      this.queuedBytes >= this.opts.maxBatchBytes ||
+      this.fullBatchWaits() ||
       Date.now() - first.at >= this.opts.flushIntervalMs
     );
+  }
+
+  /** Whether the queue holds a full batch: `maxBatchEvents` events, or a body of `maxBatchBytes`. */
+  private fullBatchWaits(): boolean {
+    const count = this.queue.length;
+    if (count >= this.opts.maxBatchEvents) return true;
+    return count > 0 && ENVELOPE_BYTES + this.queuedBytes + (count - 1) >= this.opts.maxBatchBytes;
   }
 
   private async run(): Promise<void> {
@@ -364,14 +382,15 @@ export class Tally implements ExitParticipant {
     if (this.queue.length === 0) this.finished(this.lastSeq);
   }
 
-  /** The next batch: up to `maxBatchEvents` events and `maxBatchBytes` bytes, at least one. */
+  /** The next batch: up to `maxBatchEvents` events and a body of `maxBatchBytes`, at least one event. */
   private take(): Queued[] {
     let count = 0;
-    let bytes = 64; // the envelope
+    let bytes = ENVELOPE_BYTES;
     for (const item of this.queue) {
       if (count >= this.opts.maxBatchEvents) break;
-      if (count > 0 && bytes + item.bytes + 1 > this.opts.maxBatchBytes) break;
-      bytes += item.bytes + 1;
+      const added = item.bytes + (count > 0 ? 1 : 0); // the comma before it
+      if (count > 0 && bytes + added > this.opts.maxBatchBytes) break;
+      bytes += added;
       count += 1;
     }
     const batch = this.queue.splice(0, count);

@@ -12,7 +12,7 @@ import { SDK_NAME, SDK_VERSION } from "./version.js";
 const gzip = promisify(gzipCallback);
 
 export interface RetryOptions {
-  /** First backoff, before jitter (default 250 ms); it doubles with each attempt. */
+  /** First backoff, before jitter (default 500 ms); it doubles with each attempt. */
   initialDelayMs?: number;
   /** Largest backoff, before jitter (default 30 s). */
   maxDelayMs?: number;
@@ -90,15 +90,27 @@ export interface DeliveryResult {
   requests: number;
 }
 
-const DEFAULTS = {
+/** The transport's defaults: the values of `sdk-spec/sdk-behaviour.json`. */
+export const TRANSPORT_DEFAULTS = {
   gzipMinBytes: 1024,
   requestTimeoutMs: 10_000,
-  initialDelayMs: 250,
+  initialDelayMs: 500,
   maxDelayMs: 30_000,
   maxElapsedMs: 5 * 60_000,
   maxAttempts: Number.POSITIVE_INFINITY,
   maxRetryAfterMs: 5 * 60_000,
-};
+} as const;
+
+/** The body of a batch: the events, already serialized, inside the envelope. */
+function batchJson(events: readonly string[], sentAt: Date): string {
+  return (
+    `{"batch":[${events.join(",")}],"sent_at":${JSON.stringify(sentAt.toISOString())},` +
+    `"sdk":${JSON.stringify({ name: SDK_NAME, version: SDK_VERSION })}}`
+  );
+}
+
+/** Bytes of a batch body around its events (every `sent_at` has the same length). */
+export const ENVELOPE_BYTES = Buffer.byteLength(batchJson([], new Date(0)), "utf8");
 
 export interface BuiltRequest {
   url: string;
@@ -120,11 +132,11 @@ export class Transport {
     this.random = options.random ?? Math.random;
     const r = options.retry ?? {};
     this.retry = {
-      initialDelayMs: r.initialDelayMs ?? DEFAULTS.initialDelayMs,
-      maxDelayMs: r.maxDelayMs ?? DEFAULTS.maxDelayMs,
-      maxElapsedMs: r.maxElapsedMs ?? DEFAULTS.maxElapsedMs,
-      maxAttempts: r.maxAttempts ?? DEFAULTS.maxAttempts,
-      maxRetryAfterMs: r.maxRetryAfterMs ?? DEFAULTS.maxRetryAfterMs,
+      initialDelayMs: r.initialDelayMs ?? TRANSPORT_DEFAULTS.initialDelayMs,
+      maxDelayMs: r.maxDelayMs ?? TRANSPORT_DEFAULTS.maxDelayMs,
+      maxElapsedMs: r.maxElapsedMs ?? TRANSPORT_DEFAULTS.maxElapsedMs,
+      maxAttempts: r.maxAttempts ?? TRANSPORT_DEFAULTS.maxAttempts,
+      maxRetryAfterMs: r.maxRetryAfterMs ?? TRANSPORT_DEFAULTS.maxRetryAfterMs,
     };
   }
 
@@ -133,17 +145,14 @@ export class Transport {
    * given, in order; the envelope adds `sent_at` and `sdk`.
    */
   async build(events: readonly string[], sentAt: Date = new Date()): Promise<BuiltRequest> {
-    const json =
-      `{"batch":[${events.join(",")}],"sent_at":${JSON.stringify(sentAt.toISOString())},` +
-      `"sdk":${JSON.stringify({ name: SDK_NAME, version: SDK_VERSION })}}`;
-    const plain = Buffer.from(json, "utf8");
+    const plain = Buffer.from(batchJson(events, sentAt), "utf8");
     const headers: Record<string, string> = {
       authorization: `Bearer ${this.options.apiKey}`,
       "content-type": "application/json",
       "user-agent": `${SDK_NAME}/${SDK_VERSION} node/${process.version}`,
     };
     let body: Uint8Array = plain;
-    if (plain.length >= (this.options.gzipMinBytes ?? DEFAULTS.gzipMinBytes)) {
+    if (plain.length >= (this.options.gzipMinBytes ?? TRANSPORT_DEFAULTS.gzipMinBytes)) {
       body = await gzip(plain);
       headers["content-encoding"] = "gzip";
     }
@@ -166,7 +175,7 @@ export class Transport {
       let retryAfterMs: number | undefined;
       let failure: unknown;
       try {
-        const timeout = AbortSignal.timeout(this.options.requestTimeoutMs ?? DEFAULTS.requestTimeoutMs);
+        const timeout = AbortSignal.timeout(this.options.requestTimeoutMs ?? TRANSPORT_DEFAULTS.requestTimeoutMs);
         const response = await this.fetch(request.url, {
           method: "POST",
           headers: request.headers,

@@ -28,16 +28,17 @@ DEFAULT_ENDPOINT = "http://127.0.0.1:8080"
 
 @dataclass(frozen=True)
 class Stats:
-    """Counters since the client started, in events (`batches` and `retries` in requests)."""
+    """Counters since the client started, in events (`batches` and `retries` in requests).
+    Every `record()` that returns ends in one of accepted, rejected, dropped, failed or pending."""
 
-    queued: int
-    accepted: int
-    rejected: int
-    dropped: int
-    failed: int
-    pending: int
-    batches: int
-    retries: int
+    queued: int  # taken into the queue
+    accepted: int  # accepted by the server
+    rejected: int  # refused one by one by the server (`on_rejected`)
+    dropped: int  # not taken: queue full, or the client closed
+    failed: int  # taken but not delivered: batch refused, given up, or left at close
+    pending: int  # taken and not settled yet: waiting or in flight
+    batches: int  # POST /v1/batch requests, retries and split halves included
+    retries: int  # attempts that failed and were followed by another
 
 
 class _LogLimiter:
@@ -58,16 +59,21 @@ class Tally(_Delivery):
     """A Tally client. Thread-safe; make one per process and share it.
 
     Events go into a bounded in-memory queue and are sent by a background thread in batches
-    of up to `flush_at` events, or whatever has waited `flush_interval` seconds. Bodies of
-    `gzip_min_bytes` or more are gzipped. Network errors, 5xx and 429 are retried with
-    exponential backoff and jitter (honouring `Retry-After`), resending the same events with
-    the same ids, which the server deduplicates; other 4xx are not retried. Events the
-    server rejects one by one go to `on_rejected`; batches that cannot be delivered go to
-    `on_error`. When the queue is full new events are dropped and counted (`stats().dropped`);
-    recording never blocks and never waits on the network.
+    of up to `max_batch_events` events and `max_batch_bytes` bytes: as soon as a full batch
+    waits (`flush_at` events or `max_batch_bytes`), else once the oldest event has waited
+    `flush_interval` seconds. Bodies of `gzip_min_bytes` or more are gzipped. Network errors,
+    5xx and 429 are retried with exponential backoff and jitter (honouring `Retry-After`),
+    resending the same events with the same ids, which the server deduplicates, until the
+    next attempt would start more than `max_retry_elapsed` seconds after the first; 413
+    splits the batch in halves; other 4xx are not retried. Events the server rejects one by
+    one go to `on_rejected`; batches that cannot be delivered go to `on_error`. When the
+    queue is full new events are dropped and counted (`stats().dropped`); recording never
+    blocks and never waits on the network.
 
     At exit (normal interpreter exit, and SIGTERM unless `handle_signals=False`) the queue is
     flushed for at most `exit_timeout` seconds.
+
+    The defaults are the table of `sdk-spec/sdk-behaviour.json`, shared by every Tally SDK.
 
     Args:
       api_key: the project's ingest key (default `$TALLY_API_KEY`).
@@ -75,11 +81,15 @@ class Tally(_Delivery):
       flush_at: send as soon as this many events wait.
       flush_interval: send what has waited this many seconds.
       max_queue_size: events held at most; beyond it new events are dropped.
+      max_queue_bytes: bytes of serialized events held at most; beyond it new events are dropped.
       max_batch_events: events per request at most (the server takes up to 1000).
-      max_batch_bytes: uncompressed bytes per request at most (one larger event still goes alone).
+      max_batch_bytes: bytes of a request's JSON body before compression, envelope included
+        (the server takes 5 MiB); one larger event still goes alone.
       gzip_min_bytes: bodies this large or larger are gzipped; None never gzips.
       request_timeout: seconds per delivery request.
-      max_retries: retries of one batch before it is given up (then `on_error`).
+      max_retries: retries of one batch before it is given up (then `on_error`); None: no limit.
+      max_retry_elapsed: no retry of a batch starts later than this many seconds after its
+        first attempt; the batch is given up instead.
       backoff_base, backoff_max: the backoff's first step and ceiling, in seconds.
       max_retry_after: the longest `Retry-After` honoured, in seconds.
       quota_timeout: seconds a quota check may take before the fallback decides.
@@ -97,14 +107,16 @@ class Tally(_Delivery):
         api_key: Optional[str] = None,
         *,
         endpoint: Optional[str] = None,
-        flush_at: int = 100,
+        flush_at: int = 500,
         flush_interval: float = 1.0,
         max_queue_size: int = 10_000,
+        max_queue_bytes: int = 32 * 1024 * 1024,
         max_batch_events: int = 500,
-        max_batch_bytes: int = 1_000_000,
+        max_batch_bytes: int = 4 * 1024 * 1024,
         gzip_min_bytes: Optional[int] = 1024,
         request_timeout: float = 10.0,
-        max_retries: int = 10,
+        max_retries: Optional[int] = None,
+        max_retry_elapsed: float = 300.0,
         backoff_base: float = 0.5,
         backoff_max: float = 30.0,
         max_retry_after: float = 300.0,
@@ -123,21 +135,24 @@ class Tally(_Delivery):
         if enabled and not api_key:
             raise ValueError("an API key is required (pass api_key= or set TALLY_API_KEY)")
         for name, value in (("flush_at", flush_at), ("max_queue_size", max_queue_size),
-                            ("max_batch_events", max_batch_events), ("max_batch_bytes", max_batch_bytes)):
+                            ("max_queue_bytes", max_queue_bytes), ("max_batch_events", max_batch_events),
+                            ("max_batch_bytes", max_batch_bytes)):
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int")
-        if max_retries < 0:
+        if max_retries is not None and max_retries < 0:
             raise ValueError("max_retries must not be negative")
         self.api_key = api_key or ""
         self.endpoint = (endpoint or os.environ.get("TALLY_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
         self.flush_at = flush_at
         self.flush_interval = flush_interval
         self.max_queue_size = max_queue_size
+        self.max_queue_bytes = max_queue_bytes
         self.max_batch_events = max_batch_events
         self.max_batch_bytes = max_batch_bytes
         self.gzip_min_bytes = gzip_min_bytes
         self.request_timeout = request_timeout
         self.max_retries = max_retries
+        self.max_retry_elapsed = max_retry_elapsed
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.max_retry_after = max_retry_after
@@ -176,16 +191,18 @@ class Tally(_Delivery):
                 if self._logs.ready("closed"):
                     log.warning("tally: event recorded after close() was dropped")
                 return False
-            if len(self._queue) >= self.max_queue_size:
+            if (len(self._queue) >= self.max_queue_size
+                    or self._queued_bytes + len(payload) > self.max_queue_bytes):
                 self._dropped += 1
                 if self._logs.ready("full"):
-                    log.warning("tally: queue full (%d events); new events are dropped (%d so far)",
-                                self.max_queue_size, self._dropped)
+                    log.warning("tally: queue full (%d events, %d bytes); new events are dropped (%d so far)",
+                                len(self._queue), self._queued_bytes, self._dropped)
                 return False
             self._queue.append(_Item(event.event_id, payload, time.monotonic()))
+            self._queued_bytes += len(payload)
             self._enqueued += 1
             self._ensure_worker()
-            if len(self._queue) >= self.flush_at:
+            if self._full_batch_waits_locked():
                 self._cond.notify_all()
         return True
 
@@ -237,6 +254,7 @@ class Tally(_Delivery):
             lost = len(self._queue)
             if lost:
                 self._queue.clear()
+                self._queued_bytes = 0
                 self._failed += lost
                 self._settled += lost
                 log.warning("tally: %d events were not delivered before close() timed out", lost)

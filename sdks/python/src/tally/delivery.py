@@ -98,11 +98,13 @@ class _Delivery:
     endpoint: str
     flush_at: int
     flush_interval: float
+    max_queue_bytes: int
     max_batch_events: int
     max_batch_bytes: int
     gzip_min_bytes: Optional[int]
     request_timeout: float
-    max_retries: int
+    max_retries: Optional[int]
+    max_retry_elapsed: float
     backoff_base: float
     backoff_max: float
     max_retry_after: float
@@ -122,6 +124,7 @@ class _Delivery:
         self._lock = threading.RLock()
         self._cond = threading.Condition(self._lock)
         self._queue: Deque[_Item] = collections.deque()
+        self._queued_bytes = 0  # of the events' JSON in the queue, the batch in flight not included
         self._thread: Optional[threading.Thread] = None
         self._pid = os.getpid()
         self._abort = threading.Event()
@@ -176,7 +179,7 @@ class _Delivery:
                 return None
             if self._queue:
                 age = time.monotonic() - self._queue[0].enqueued_at
-                if (self._closing or self._settled < self._flush_target or len(self._queue) >= self.flush_at
+                if (self._closing or self._settled < self._flush_target or self._full_batch_waits_locked()
                         or age >= self.flush_interval):
                     return self._take_locked()
                 self._cond.wait(self.flush_interval - age)
@@ -185,15 +188,29 @@ class _Delivery:
             else:
                 self._cond.wait()
 
+    def _envelope_bytes(self) -> int:
+        """The body's bytes around its events: `{"batch":[`, `],"sent_at":"…","sdk":…}`."""
+        return len(b'{"batch":[],"sent_at":"","sdk":}') + len("2026-11-22T10:00:00.000Z") + len(self._sdk)
+
+    def _full_batch_waits_locked(self) -> bool:
+        if len(self._queue) >= self.flush_at:
+            return True
+        body = self._envelope_bytes() + self._queued_bytes + max(0, len(self._queue) - 1)
+        return body >= self.max_batch_bytes
+
     def _take_locked(self) -> List[_Item]:
+        """The next batch: at most `max_batch_events` events and a body of at most
+        `max_batch_bytes` before compression, but at least one event."""
         items: List[_Item] = []
-        size = 0
+        size = self._envelope_bytes()
         while self._queue and len(items) < self.max_batch_events:
-            item = self._queue[0]
-            if items and size + len(item.payload) + 1 > self.max_batch_bytes:
+            added = len(self._queue[0].payload) + (1 if items else 0)  # the comma before it
+            if items and size + added > self.max_batch_bytes:
                 break
-            items.append(self._queue.popleft())
-            size += len(item.payload) + 1
+            item = self._queue.popleft()
+            items.append(item)
+            size += added
+            self._queued_bytes -= len(item.payload)
         return items
 
     def _deliver(self, items: List[_Item]) -> None:
@@ -226,6 +243,7 @@ class _Delivery:
         """Delivers one batch, retrying as needed. Returns "done" or "split" (the server
         found it too large: send it in halves)."""
         attempt = 0
+        first_attempt_at = time.monotonic()
         while True:
             if self._abort.is_set():
                 self._give_up(items, None, None, "the client was closed before the batch was delivered", True)
@@ -255,12 +273,14 @@ class _Delivery:
                     return "done"
                 retry_after = parse_retry_after(answer.header("retry-after"))
             attempt += 1
-            if attempt > self.max_retries:
+            delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after,
+                                  self.max_retry_after, self._rng.random)
+            out_of_attempts = self.max_retries is not None and attempt > self.max_retries
+            out_of_time = time.monotonic() - first_attempt_at + delay > self.max_retry_elapsed
+            if out_of_attempts or out_of_time:
                 self._give_up(items, answer.status if answer else None, _error_of(answer)[0] if answer else None,
                               f"gave up after {attempt} attempts: {problem}", True)
                 return "done"
-            delay = backoff_delay(attempt, self.backoff_base, self.backoff_max, retry_after,
-                                  self.max_retry_after, self._rng.random)
             with self._lock:
                 self._retries += 1
             if self._logs.ready("retry"):
