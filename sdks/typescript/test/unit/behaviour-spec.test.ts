@@ -6,11 +6,12 @@
 import assert from "node:assert/strict";
 import type { ServerResponse } from "node:http";
 import { join } from "node:path";
-import { after, before, beforeEach, test } from "node:test";
+import { test } from "node:test";
 import { gunzipSync } from "node:zlib";
-import { CLIENT_DEFAULTS, Tally, type TallyOptions } from "../../src/client.js";
+import { CLIENT_DEFAULTS, type TallyOptions } from "../../src/client.js";
 import { Transport, TRANSPORT_DEFAULTS } from "../../src/transport.js";
-import { answerAccepted, FakeServer, json, waitFor, type Recorded } from "../support/fake-server.js";
+import { answerAccepted, json, waitFor, type Recorded } from "../support/fake-server.js";
+import { fakeIngest } from "../support/fake-ingest.js";
 import { readJson, SPEC_DIR } from "../support/paths.js";
 
 interface SdkOption {
@@ -45,35 +46,9 @@ function value(name: string): number {
   throw new Error(`${name}: no conversion from ${from} to ${to}`);
 }
 
-let server: FakeServer;
-const clients: Tally[] = [];
-before(async () => {
-  server = await FakeServer.start();
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.close({ timeoutMs: 100 })));
-  await server.close();
-});
-beforeEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close({ timeoutMs: 200 })));
-  server.requests.length = 0;
-  server.handler = answerAccepted;
-});
-
-/** A client with the defaults, but quick retries unless told otherwise. */
-function client(options: TallyOptions = {}): Tally {
-  const tally = new Tally({
-    apiKey: "key-1",
-    endpoint: server.url,
-    handleProcessExit: false,
-    retry: { initialDelayMs: 2, maxDelayMs: 10 },
-    onError: () => {},
-    onRejected: () => {},
-    ...options,
-  });
-  clients.push(tally);
-  return tally;
-}
+/** Clients with the defaults, but quick retries unless told otherwise. */
+const ingest = fakeIngest({ initialDelayMs: 2, maxDelayMs: 10 });
+const client = (options: TallyOptions = {}) => ingest.client(options);
 
 const custom = (i: number) => ({ type: "custom" as const, sessionId: "s", accountId: "a", attributes: { i } });
 const bodyOf = (r: Recorded) => (r.headers["content-encoding"] === "gzip" ? gunzipSync(r.raw) : r.raw);
@@ -116,26 +91,26 @@ test("a batch goes once flush_at events wait, and holds at most max_batch_events
   assert.equal(value("flush_at"), size, "one option, maxBatchEvents, is both");
   const tally = client({ flushIntervalMs: 60_000 });
   for (let i = 0; i < 2 * size + 7; i++) tally.record(custom(i));
-  await waitFor(() => server.events().length === 2 * size, 5000, "the full batches, without the interval");
+  await waitFor(() => ingest.server.events().length === 2 * size, 5000, "the full batches, without the interval");
   await tally.flush();
-  assert.deepEqual(server.batches().map((b) => b.batch.length), [size, size, 7]);
+  assert.deepEqual(ingest.server.batches().map((b) => b.batch.length), [size, size, 7]);
 });
 
 test("a batch body stays within max_batch_bytes, and a full one goes at once", async () => {
   const cap = value("max_batch_bytes");
   const tally = client({ flushIntervalMs: 60_000 });
   for (let i = 0; i < 45; i++) tally.record({ ...custom(i), content: "x".repeat(200_000) });
-  await waitFor(() => server.requests.length >= 1, 5000, "a batch full by its bytes, no flush asked");
+  await waitFor(() => ingest.server.requests.length >= 1, 5000, "a batch full by its bytes, no flush asked");
   await tally.flush();
-  const batches = server.batches();
-  const bodies = server.requests.map(bodyOf);
+  const batches = ingest.server.batches();
+  const bodies = ingest.server.requests.map(bodyOf);
   assert.ok(bodies.length >= 3, `${bodies.length} requests`);
   bodies.forEach((body, i) => {
     assert.ok(body.length <= cap, `a body of ${body.length} bytes`);
     const next = batches[i + 1]?.batch[0];
     if (next) assert.ok(body.length + 1 + Buffer.byteLength(JSON.stringify(next)) > cap, "the batch was full: its next event did not fit");
   });
-  assert.equal(server.events().length, 45);
+  assert.equal(ingest.server.events().length, 45);
 });
 
 test("max_batch_bytes counts the whole body to the byte", async () => {
@@ -144,22 +119,22 @@ test("max_batch_bytes counts the whole body to the byte", async () => {
   const probe = client({ gzipMinBytes: Number.MAX_SAFE_INTEGER });
   for (let i = 0; i < 3; i++) probe.record(sized(i));
   await probe.flush();
-  const three = server.requests[0]!.raw.length; // the envelope, three events, two commas
+  const three = ingest.server.requests[0]!.raw.length; // the envelope, three events, two commas
   for (const [cap, sizes] of [
     [three, [3, 3, 3]],
     [three - 1, [2, 2, 2, 2, 1]],
   ] as const) {
-    server.requests.length = 0;
+    ingest.server.requests.length = 0;
     const tally = client({ gzipMinBytes: Number.MAX_SAFE_INTEGER, maxBatchBytes: cap, flushIntervalMs: 60_000 });
     for (let i = 0; i < 9; i++) tally.record(sized(i));
     await tally.flush();
-    assert.deepEqual(server.batches().map((b) => b.batch.length), sizes, `cap ${cap}`);
-    assert.ok(Math.max(...server.requests.map((r) => r.raw.length)) <= cap);
+    assert.deepEqual(ingest.server.batches().map((b) => b.batch.length), sizes, `cap ${cap}`);
+    assert.ok(Math.max(...ingest.server.requests.map((r) => r.raw.length)) <= cap);
   }
 });
 
 test("the queue holds max_queue_events and drops the rest", async () => {
-  server.handler = () => {}; // never answers: the first batch stays in flight
+  ingest.server.handler = () => {}; // never answers: the first batch stays in flight
   const tally = client({ flushIntervalMs: 60_000 });
   for (let i = 0; i < value("flush_at"); i++) tally.record(custom(i));
   await waitFor(() => tally.stats().inFlight === value("flush_at"), 5000, "a full batch in flight");
@@ -173,8 +148,8 @@ test("the queue holds max_queue_events and drops the rest", async () => {
 test("no attempt limit unless the table sets one", async () => {
   const limit = value("max_attempts");
   const failures = Number.isFinite(limit) ? limit : 15;
-  server.handler = (req, res, index) => (index < failures ? unavailable(res) : answerAccepted(req, res));
-  const result = await new Transport({ endpoint: server.url, apiKey: "k", retry: { initialDelayMs: 2, maxDelayMs: 10 } }).deliver(['{"n":1}']);
+  ingest.server.handler = (req, res, index) => (index < failures ? unavailable(res) : answerAccepted(req, res));
+  const result = await new Transport({ endpoint: ingest.server.url, apiKey: "k", retry: { initialDelayMs: 2, maxDelayMs: 10 } }).deliver(['{"n":1}']);
   if (Number.isFinite(limit)) {
     assert.deepEqual([result.failed, result.requests, result.error?.reason], [1, limit, "retries_exhausted"]);
   } else {
@@ -183,8 +158,8 @@ test("no attempt limit unless the table sets one", async () => {
 });
 
 test("a batch is given up when its next attempt would start past max_retry_elapsed", async () => {
-  server.handler = (_req, res) => unavailable(res, { "retry-after": "1" });
-  const transport = new Transport({ endpoint: server.url, apiKey: "k", retry: { initialDelayMs: 2, maxDelayMs: 10, maxElapsedMs: 1500 } });
+  ingest.server.handler = (_req, res) => unavailable(res, { "retry-after": "1" });
+  const transport = new Transport({ endpoint: ingest.server.url, apiKey: "k", retry: { initialDelayMs: 2, maxDelayMs: 10, maxElapsedMs: 1500 } });
   const started = Date.now();
   const result = await transport.deliver(['{"n":1}']);
   // Attempts at 0 s and 1 s (Retry-After); a third would start at 2 s, past 1.5 s.
@@ -210,7 +185,7 @@ test("every kind of answer in the table is tried", () => {
 for (const { answer, outcome } of spec.answers) {
   for (const status of STATUSES[answer] ?? []) {
     test(`${status} (${answer}) leads to ${outcome}`, async () => {
-      server.handler = (req, res, index) => {
+      ingest.server.handler = (req, res, index) => {
         const count = (req.json as { batch: unknown[] }).batch.length;
         if (status === "drop") return index === 0 ? void res.socket?.destroy() : answerAccepted(req, res);
         if (status === 200 || (status === 413 && count <= 2) || (status !== 413 && index > 0)) return answerAccepted(req, res);
@@ -228,7 +203,7 @@ for (const { answer, outcome } of spec.answers) {
         give_up: [[4], 0, 4, 0],
       }[outcome];
       assert.ok(expected, `an outcome this test knows: ${outcome}`);
-      assert.deepEqual([server.batches().map((b) => b.batch.length), accepted, failed, retries], expected);
+      assert.deepEqual([ingest.server.batches().map((b) => b.batch.length), accepted, failed, retries], expected);
       assert.equal(errors, outcome === "give_up" ? 1 : 0);
     });
   }
@@ -238,7 +213,7 @@ test("stats() has the table's counters, and every record ends in one of them", a
   const counters = spec.stats.counters;
   const tally = client({ maxBatchEvents: 2, flushIntervalMs: 60_000 });
   assert.deepEqual(Object.keys(tally.stats()).sort(), counters.flatMap((c) => c.typescript).sort());
-  server.handler = (req, res, index) => {
+  ingest.server.handler = (req, res, index) => {
     const ids = (req.json as { batch: Array<{ event_id: string }> }).batch.map((e) => e.event_id);
     if (index === 0) json(res, 200, { accepted: 1, rejected: [{ index: 1, event_id: ids[1], code: "too_long", field: "account_id", message: "m" }] });
     else json(res, 400, { error: { code: "invalid_batch", message: "m" } });

@@ -1,53 +1,27 @@
 import assert from "node:assert/strict";
 import { spawn } from "node:child_process";
 import { join } from "node:path";
-import { after, before, beforeEach, test } from "node:test";
+import { test } from "node:test";
 import { fileURLToPath } from "node:url";
 import { Tally, type TallyOptions } from "../../src/client.js";
 import type { TallyDeliveryError } from "../../src/errors.js";
 import type { EventRejection } from "../../src/transport.js";
-import { answerAccepted, closedPort, FakeServer, json, waitFor } from "../support/fake-server.js";
+import { answerAccepted, closedPort, json, waitFor } from "../support/fake-server.js";
+import { fakeIngest } from "../support/fake-ingest.js";
 
-let server: FakeServer;
-const clients: Tally[] = [];
-before(async () => {
-  server = await FakeServer.start();
-});
-after(async () => {
-  await Promise.all(clients.map((c) => c.close({ timeoutMs: 100 })));
-  await server.close();
-});
-beforeEach(async () => {
-  // The previous test's clients are closed first, so nothing they still hold reaches this one.
-  await Promise.all(clients.splice(0).map((c) => c.close({ timeoutMs: 200 })));
-  server.requests.length = 0;
-  server.handler = answerAccepted;
-});
-
-function client(options: TallyOptions = {}): Tally {
-  const tally = new Tally({
-    apiKey: "key-1",
-    endpoint: server.url,
-    handleProcessExit: false,
-    retry: { initialDelayMs: 5, maxDelayMs: 50 },
-    onError: () => {},
-    onRejected: () => {},
-    ...options,
-  });
-  clients.push(tally);
-  return tally;
-}
+const ingest = fakeIngest({ initialDelayMs: 5, maxDelayMs: 50 });
+const client = (options: TallyOptions = {}) => ingest.client(options);
 
 const custom = (i: number) => ({ type: "custom" as const, sessionId: "s", accountId: "a", attributes: { i } });
 
 test("a full batch is sent at once, without waiting for the interval", async () => {
   const tally = client({ maxBatchEvents: 5, flushIntervalMs: 60_000 });
   for (let i = 0; i < 12; i++) tally.record(custom(i));
-  await waitFor(() => server.events().length === 10, 2000, "two full batches");
-  assert.deepEqual(server.batches().map((b) => b.batch.length), [5, 5]);
+  await waitFor(() => ingest.server.events().length === 10, 2000, "two full batches");
+  assert.deepEqual(ingest.server.batches().map((b) => b.batch.length), [5, 5]);
   assert.equal(tally.stats().queued, 2, "the rest waits for the interval");
   await tally.flush();
-  assert.deepEqual(server.events().map((e) => (e.attributes as { i: number }).i), [...Array(12).keys()]);
+  assert.deepEqual(ingest.server.events().map((e) => (e.attributes as { i: number }).i), [...Array(12).keys()]);
 });
 
 test("a partial batch is sent once its oldest event is flushIntervalMs old", async () => {
@@ -56,35 +30,35 @@ test("a partial batch is sent once its oldest event is flushIntervalMs old", asy
   tally.record(custom(0));
   await new Promise((r) => setTimeout(r, 50));
   tally.record(custom(1));
-  assert.equal(server.requests.length, 0);
-  await waitFor(() => server.requests.length === 1, 2000, "the age flush");
-  const waited = server.requests[0]!.at - start;
+  assert.equal(ingest.server.requests.length, 0);
+  await waitFor(() => ingest.server.requests.length === 1, 2000, "the age flush");
+  const waited = ingest.server.requests[0]!.at - start;
   assert.ok(waited >= 140 && waited < 1000, `sent after ${waited} ms`);
-  assert.equal(server.events().length, 2);
+  assert.equal(ingest.server.events().length, 2);
 });
 
 test("batches stay within maxBatchBytes", async () => {
   const tally = client({ maxBatchEvents: 1000, maxBatchBytes: 4096, flushIntervalMs: 60_000 });
   for (let i = 0; i < 20; i++) tally.record({ ...custom(i), content: "x".repeat(900) });
   await tally.flush();
-  const sizes = server.requests.map((r) => Buffer.byteLength(JSON.stringify(r.json)));
-  assert.ok(server.requests.length >= 5, `${server.requests.length} requests`);
+  const sizes = ingest.server.requests.map((r) => Buffer.byteLength(JSON.stringify(r.json)));
+  assert.ok(ingest.server.requests.length >= 5, `${ingest.server.requests.length} requests`);
   for (const size of sizes) assert.ok(size <= 4096, `a body of ${size} bytes`);
-  assert.equal(server.events().length, 20);
+  assert.equal(ingest.server.events().length, 20);
 });
 
 test("flush() resolves once what was queued is delivered; record() returns the event id", async () => {
-  server.handler = (req, res) => void setTimeout(() => answerAccepted(req, res), 100);
+  ingest.server.handler = (req, res) => void setTimeout(() => answerAccepted(req, res), 100);
   const tally = client({ flushIntervalMs: 60_000 });
   const ids = [tally.record(custom(0)), tally.record(custom(1))];
   await tally.flush();
   assert.equal(tally.stats().accepted, 2);
-  assert.deepEqual(server.events().map((e) => e.event_id), ids);
+  assert.deepEqual(ingest.server.events().map((e) => e.event_id), ids);
   await tally.flush(); // nothing queued: resolves at once
 });
 
 test("a full queue drops new events and counts them, without throwing or waiting", async () => {
-  server.handler = () => {}; // never answers: the first batch stays in flight
+  ingest.server.handler = () => {}; // never answers: the first batch stays in flight
   const errors: TallyDeliveryError[] = [];
   const tally = client({ maxBatchEvents: 2, maxQueueEvents: 5, flushIntervalMs: 60_000, onError: (e) => errors.push(e) });
   tally.record(custom(0));
@@ -128,12 +102,12 @@ test("an event over maxEventBytes is refused before sending with event_too_large
   assert.equal(rejections.length, 1);
   assert.equal(rejections[0]!.code, "event_too_large");
   assert.equal(rejections[0]!.eventId, "0193a1b2-0000-7000-8000-000000000070");
-  assert.equal(server.events().length, 1, "its neighbour is sent");
+  assert.equal(ingest.server.events().length, 1, "its neighbour is sent");
   assert.equal(tally.stats().rejected, 1);
 });
 
 test("the server's per-event rejections reach onRejected and the counters", async () => {
-  server.handler = (_req, res) =>
+  ingest.server.handler = (_req, res) =>
     json(res, 200, { accepted: 2, rejected: [{ index: 1, event_id: "e", code: "too_long", field: "account_id", message: "m" }] });
   const rejections: EventRejection[] = [];
   const tally = client({ onRejected: (r) => rejections.push(...r) });
@@ -146,7 +120,7 @@ test("the server's per-event rejections reach onRejected and the counters", asyn
 });
 
 test("a callback that throws does not stop delivery", async () => {
-  server.handler = (_req, res) => json(res, 200, { accepted: 0, rejected: [{ index: 0, event_id: null, code: "x", field: null, message: "m" }] });
+  ingest.server.handler = (_req, res) => json(res, 200, { accepted: 0, rejected: [{ index: 0, event_id: null, code: "x", field: null, message: "m" }] });
   const tally = client({
     maxBatchEvents: 1,
     onRejected: () => {
@@ -156,17 +130,17 @@ test("a callback that throws does not stop delivery", async () => {
   tally.record(custom(0));
   tally.record(custom(1));
   await tally.flush();
-  assert.equal(server.requests.length, 2);
+  assert.equal(ingest.server.requests.length, 2);
 });
 
 test("a refused batch (401) is reported once, not retried, and the next batch still goes", async () => {
-  server.handler = (req, res, index) =>
+  ingest.server.handler = (req, res, index) =>
     index === 0 ? json(res, 401, { error: { code: "unauthorized", message: "m" } }) : answerAccepted(req, res);
   const errors: TallyDeliveryError[] = [];
   const tally = client({ maxBatchEvents: 2, onError: (e) => errors.push(e) });
   for (let i = 0; i < 4; i++) tally.record(custom(i));
   await tally.flush();
-  assert.equal(server.requests.length, 2);
+  assert.equal(ingest.server.requests.length, 2);
   assert.deepEqual(errors.map((e) => [e.reason, e.status, e.code, e.events]), [["refused", 401, "unauthorized", 2]]);
   const stats = tally.stats();
   assert.equal(stats.failed, 2);
@@ -176,7 +150,7 @@ test("a refused batch (401) is reported once, not retried, and the next batch st
 test("while the server is down events wait and retries are counted; they all go once it is back", async () => {
   let up = false;
   const delivered: unknown[] = [];
-  server.handler = (req, res) => {
+  ingest.server.handler = (req, res) => {
     if (!up) return json(res, 503, { error: { code: "unavailable", message: "m" } }, { "retry-after": "0" });
     delivered.push(...(req.json as { batch: Array<{ event_id: string }> }).batch.map((e) => e.event_id));
     answerAccepted(req, res);
@@ -197,7 +171,7 @@ test("close() sends what is queued, then refuses new events", async () => {
   const tally = client({ flushIntervalMs: 60_000, onError: (e) => errors.push(e) });
   tally.record(custom(0));
   await tally.close();
-  assert.equal(server.events().length, 1);
+  assert.equal(ingest.server.events().length, 1);
   assert.equal(tally.record(custom(1)), undefined);
   assert.deepEqual(errors.map((e) => e.reason), ["closed"]);
   assert.equal(tally.stats().dropped, 1);
@@ -257,34 +231,34 @@ function runChild(mode: string, endpoint: string, onStdout?: (text: string, chil
 }
 
 test("a process that simply ends delivers its queued events first (beforeExit)", async () => {
-  const outcome = await runChild("natural", server.url);
+  const outcome = await runChild("natural", ingest.server.url);
   assert.equal(outcome.code, 0, outcome.stderr);
-  assert.equal(server.events().length, 3);
+  assert.equal(ingest.server.events().length, 3);
 });
 
 test("an idle client does not keep the process alive", async () => {
-  const outcome = await runChild("idle", server.url);
+  const outcome = await runChild("idle", ingest.server.url);
   assert.equal(outcome.code, 0, outcome.stderr);
   assert.ok(outcome.ms < 5000, `took ${outcome.ms} ms`);
-  assert.equal(server.requests.length, 0);
+  assert.equal(ingest.server.requests.length, 0);
 });
 
 test("SIGTERM: queued events are delivered, then the process ends by the signal", async () => {
-  const outcome = await runChild("signal", server.url, (out, child) => {
+  const outcome = await runChild("signal", ingest.server.url, (out, child) => {
     if (out.includes("ready") && !child.killed) child.kill("SIGTERM");
   });
   assert.equal(outcome.signal, "SIGTERM", `code ${outcome.code} ${outcome.stderr}`);
-  assert.equal(server.events().length, 3);
+  assert.equal(ingest.server.events().length, 3);
 });
 
 test("SIGTERM with the application's own handler: events delivered, the application decides when to end", async () => {
-  const outcome = await runChild("signal-app-handler", server.url, (out, child) => {
+  const outcome = await runChild("signal-app-handler", ingest.server.url, (out, child) => {
     if (out.includes("ready") && !child.killed) child.kill("SIGTERM");
   });
   assert.equal(outcome.signal, null);
   assert.equal(outcome.code, 0, outcome.stderr);
   assert.match(outcome.stdout, /app handler/);
-  assert.equal(server.events().length, 3);
+  assert.equal(ingest.server.events().length, 3);
 });
 
 test("exit with Tally unreachable waits no longer than shutdownTimeoutMs", async () => {
