@@ -77,36 +77,24 @@ async fn accepted_events_are_published_keyed_by_session() {
 }
 
 #[actix_web::test]
-async fn a_failing_sink_answers_503_with_retry_after() {
-    let sink = Arc::new(FakeSink::default());
-    sink.failing.store(true, Ordering::Relaxed);
-    let (status, body, retry_after) = post(
-        state(sink, Redaction::default()),
-        json!({"batch": [event(1)]}).to_string().into_bytes(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (503, Some("unavailable"))
-    );
-    assert_eq!(retry_after.as_deref(), Some("2"));
-}
-
-#[actix_web::test]
-async fn a_record_the_sink_refuses_for_good_answers_413_not_503() {
-    let sink = Arc::new(FakeSink::default());
-    sink.refusing.store(true, Ordering::Relaxed);
-    let (status, body, retry_after) = post(
-        state(sink, Redaction::default()),
-        json!({"batch": [event(1)]}).to_string().into_bytes(),
-    )
-    .await;
-    assert_eq!(
-        (status, body["error"]["code"].as_str()),
-        (413, Some("payload_too_large")),
-        "{body}"
-    );
-    assert_eq!(retry_after, None, "retrying cannot help");
+async fn a_sink_down_answers_503_with_retry_after_and_a_refused_record_413() {
+    // (sink unavailable, sink refusing for good) -> (status, code, Retry-After)
+    let cases = [
+        ((true, false), (503, "unavailable", Some("2"))),
+        ((false, true), (413, "payload_too_large", None)),
+    ];
+    for ((failing, refusing), expected) in cases {
+        let sink = Arc::new(FakeSink::default());
+        sink.failing.store(failing, Ordering::Relaxed);
+        sink.refusing.store(refusing, Ordering::Relaxed);
+        let (status, body, retry_after) = post(
+            state(sink, Redaction::default()),
+            json!({"batch": [event(1)]}).to_string().into_bytes(),
+        )
+        .await;
+        let code = body["error"]["code"].as_str().unwrap_or_default();
+        assert_eq!((status, code, retry_after.as_deref()), expected, "{body}");
+    }
 }
 
 #[actix_web::test]
