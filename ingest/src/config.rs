@@ -78,6 +78,11 @@ impl Role {
 }
 
 impl IngestConfig {
+    /// Whether a role served reads the quota view (and so the process follows the topic).
+    pub fn follows_quota_view(&self) -> bool {
+        Role::VIEW_READERS.iter().any(|r| self.roles.contains(r))
+    }
+
     /// Checks what serde cannot: at least one role.
     pub fn validate(&self) -> Result<(), String> {
         if self.roles.is_empty() {

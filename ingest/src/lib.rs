@@ -24,7 +24,6 @@ pub mod server;
 mod testing;
 pub mod write;
 
-use config::Role;
 use std::sync::Arc;
 
 /// A built ingest: its address, the handle that stops it, and its Kafka sink.
@@ -46,7 +45,7 @@ pub fn build(config: config::IngestConfig) -> anyhow::Result<(Running, actix_web
     let listener = std::net::TcpListener::bind(&config.listen)
         .map_err(|err| anyhow::anyhow!("cannot listen on {}: {err}", config.listen))?;
     let addr = listener.local_addr()?;
-    let quota = if Role::VIEW_READERS.iter().any(|r| config.roles.contains(r)) {
+    let quota = if config.follows_quota_view() {
         quota::QuotaState::connect(config.quota.clone(), &config.kafka)?
     } else {
         quota::QuotaState::detached(config.quota.clone())

@@ -87,12 +87,9 @@ impl Services {
     ) -> anyhow::Result<Self> {
         config.validate().map_err(|err| anyhow::anyhow!("{err}"))?;
         let roles = config.roles.clone();
+        let quota = config.follows_quota_view().then(|| Arc::new(quota));
         let gate = Arc::new(Gate::new(config)?);
         let serves = |role| roles.contains(&role);
-        let quota = Role::VIEW_READERS
-            .into_iter()
-            .any(serves)
-            .then(|| Arc::new(quota));
         let with_view = |role| quota.clone().filter(|_| serves(role));
         let write = serves(Role::Write)
             .then(|| web::Data::new(WriteState::new(gate.clone(), sink.clone())));
