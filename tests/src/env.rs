@@ -1,8 +1,6 @@
 //! One isolated Tally for one test: ingest and the aggregator in-process, on their own Kafka
 //! topic and ClickHouse database, with fresh keys. `finish` stops them and drops both.
 
-use rdkafka::admin::{AdminClient, AdminOptions};
-use rdkafka::client::DefaultClientContext;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::{Duration, Instant};
@@ -51,6 +49,7 @@ pub struct TestEnv {
     /// Every ingest replica's URL; `url` is the first.
     pub replica_urls: Vec<String>,
     pub http: reqwest::Client,
+    private: crate::devstack::Private,
     ingest: Option<tally_ingest::Running>,
     more_ingests: Vec<tally_ingest::Running>,
     aggregator: Option<tally_aggregator::Running>,
@@ -81,21 +80,11 @@ impl TestEnv {
 
     pub async fn start_with(options: Options) -> Self {
         tally_runtime::logging::init_for_tests("warn");
-        let name = uuid::Uuid::new_v4().simple().to_string();
-        let kafka = KafkaConfig {
-            brokers: options.brokers.clone().unwrap_or_else(kafka_brokers),
-            events_topic: format!("tally.test.{name}"),
-            dead_letter_topic: format!("tally.test.{name}.dlq"),
-            quota_topic: format!("tally.test.{name}.quota"),
-            alerts_topic: format!("tally.test.{name}.alerts"),
-            events_partitions: 3,
-            replication_factor: 1,
-        };
-        let clickhouse = ClickHouseConfig {
-            url: clickhouse_url(),
-            database: format!("tally_test_{name}"),
-            ..ClickHouseConfig::default()
-        };
+        let mut private = crate::devstack::Private::new(3);
+        if let Some(brokers) = &options.brokers {
+            private.kafka.brokers = brokers.clone();
+        }
+        let (kafka, clickhouse) = (private.kafka.clone(), private.clickhouse.clone());
         let (key_a, key_a_config) = new_key(&[Scope::Ingest, Scope::Read]);
         let (read_key_a, read_key_a_config) = new_key(&[Scope::Read]);
         let (ingest_key_a, ingest_key_a_config) = new_key(&[Scope::Ingest]);
@@ -148,7 +137,7 @@ impl TestEnv {
         // The aggregator creates the topic and the schema, so it starts first.
         let aggregator_config = AggregatorConfig {
             listen: "127.0.0.1:0".into(),
-            group_id: format!("tally-test-{name}"),
+            group_id: private.group_id.clone(),
             batch_max_wait_ms: 50,
             max_retry_backoff_ms: 1000,
             kafka: kafka.clone(),
@@ -201,6 +190,7 @@ impl TestEnv {
                 .timeout(Duration::from_secs(30))
                 .build()
                 .expect("http client"),
+            private,
             ingest: Some(ingest),
             more_ingests: replicas,
             aggregator,
@@ -337,29 +327,8 @@ impl TestEnv {
         if let Some(aggregator) = self.aggregator.take() {
             aggregator.stop().await.expect("aggregator stops cleanly");
         }
-        remove_topics_and_database(&self.kafka, &self.clickhouse).await;
+        self.private.remove().await;
     }
-}
-
-/// Deletes a test's topics and drops its database.
-pub async fn remove_topics_and_database(kafka: &KafkaConfig, clickhouse: &ClickHouseConfig) {
-    if let Ok(admin) = kafka
-        .client_config()
-        .create::<AdminClient<DefaultClientContext>>()
-    {
-        let topics = [
-            kafka.events_topic.as_str(),
-            kafka.dead_letter_topic.as_str(),
-            kafka.quota_topic.as_str(),
-            kafka.alerts_topic.as_str(),
-        ];
-        let _ = admin.delete_topics(&topics, &AdminOptions::new()).await;
-    }
-    let _ = clickhouse
-        .server_client()
-        .query(&format!("DROP DATABASE IF EXISTS {}", clickhouse.database))
-        .execute()
-        .await;
 }
 
 impl Drop for TestEnv {
@@ -374,13 +343,13 @@ impl Drop for TestEnv {
         if let Some(ingest) = self.ingest.take() {
             drop(ingest.handle.stop(false));
         }
-        let (kafka, clickhouse) = (self.kafka.clone(), self.clickhouse.clone());
+        let private = self.private.clone();
         let cleanup = std::thread::spawn(move || {
             if let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
             {
-                runtime.block_on(remove_topics_and_database(&kafka, &clickhouse));
+                runtime.block_on(private.remove());
             }
         });
         let _ = cleanup.join();

@@ -85,7 +85,8 @@ struct UsageTotals {
 
 /// A topic and a database of one test, and the settings aggregator processes get.
 pub struct FoldStage {
-    pub name: String,
+    /// Its topics, database and consumer group.
+    pub private: crate::devstack::Private,
     pub kafka: KafkaConfig,
     pub clickhouse: ClickHouseConfig,
     pub log_dir: PathBuf,
@@ -102,29 +103,16 @@ impl FoldStage {
 
     /// A stage whose database lives on the ClickHouse server at `clickhouse_url`.
     pub async fn with_clickhouse(partitions: i32, clickhouse_url: &str) -> Self {
-        let name = uuid::Uuid::new_v4().simple().to_string();
-        let kafka = KafkaConfig {
-            brokers: kafka_brokers(),
-            events_topic: format!("tally.test.{name}"),
-            dead_letter_topic: format!("tally.test.{name}.dlq"),
-            quota_topic: format!("tally.test.{name}.quota"),
-            alerts_topic: format!("tally.test.{name}.alerts"),
-            events_partitions: partitions,
-            replication_factor: 1,
-        };
-        let clickhouse = ClickHouseConfig {
-            url: clickhouse_url.to_owned(),
-            database: format!("tally_test_{name}"),
-            ..ClickHouseConfig::default()
-        };
+        let private = crate::devstack::Private::on(&kafka_brokers(), clickhouse_url, partitions);
+        let (kafka, clickhouse) = (private.kafka.clone(), private.clickhouse.clone());
         kafka.ensure_topics().await.expect("topic");
         tally_runtime::migrate::run(&clickhouse)
             .await
             .expect("migrations");
-        let log_dir = std::env::temp_dir().join(format!("tally-fold-{name}"));
+        let log_dir = std::env::temp_dir().join(format!("tally-fold-{}", private.name));
         std::fs::create_dir_all(&log_dir).expect("log dir");
         Self {
-            name,
+            private,
             kafka,
             clickhouse,
             log_dir,
@@ -148,7 +136,7 @@ impl FoldStage {
         let mut command = service_command("tally-aggregator");
         command
             .env("TALLY_LISTEN", listen)
-            .env("TALLY_GROUP_ID", format!("tally-test-{}", self.name))
+            .env("TALLY_GROUP_ID", &self.private.group_id)
             .env("TALLY_INSTANCE_ID", instance.unwrap_or(""))
             .env("TALLY_SESSION_TIMEOUT_MS", "6000")
             .env("TALLY_BATCH_MAX_EVENTS", self.batch_max_events.to_string())
@@ -322,7 +310,7 @@ impl FoldStage {
 
     /// Deletes the topics and the database.
     pub async fn remove(self) {
-        crate::env::remove_topics_and_database(&self.kafka, &self.clickhouse).await;
+        self.private.remove().await;
         let _ = std::fs::remove_dir_all(&self.log_dir);
     }
 }

@@ -1,10 +1,9 @@
 """The real Tally for the SDK's live tests: `tally-ingest` and `tally-aggregator` started by
-`tests/python/services.py` on a private event topic, database and keys; ingest also follows a
-private quota topic and has a plan of its own for the quota tests."""
+`tally-devstack` (through `tests/python/services.py`) on private topics, database and keys;
+ingest has a plan of its own for the quota tests."""
 
 from __future__ import annotations
 
-import secrets
 import sys
 import time
 from typing import Any, Callable, Dict, List
@@ -22,28 +21,12 @@ QUOTA_PLAN = {
 
 
 def start(**options: Any) -> services.Services:
-    # Ingest answers quota checks from the topic it follows; a private one keeps counters
-    # published for other tests' accounts out of these answers.
-    kafka = {"quota_topic": f"tally.test.sdkpy.{secrets.token_hex(6)}.quota"}
     quota = {"plans": {"sdk": QUOTA_PLAN}, "default_plan": "sdk", "reserved_operations": {"bulk_export": ["enterprise"]}}
-    stack = services.Services(aggregator=True, ingest_config={"kafka": kafka, "quota": quota}, **options)
-    stack.private_topics = list(kafka.values())  # type: ignore[attr-defined]
-    return stack.start()
+    return services.Services(aggregator=True, ingest_config={"quota": quota}, **options).start()
 
 
 def stop(stack: services.Services) -> None:
     stack.stop()
-    try:
-        from confluent_kafka.admin import AdminClient
-
-        admin = AdminClient({"bootstrap.servers": stack.brokers, "log_level": 3})
-        for future in admin.delete_topics(stack.private_topics, operation_timeout=30).values():
-            try:
-                future.result(timeout=60)
-            except Exception:  # noqa: BLE001 - a topic never created: nothing to remove
-                pass
-    except Exception:  # noqa: BLE001 - cleanup must not hide the test's own outcome
-        pass
 
 
 def poll(read: Callable[[], Any], done: Callable[[Any], bool], timeout: float, what: str) -> Any:

@@ -9,11 +9,7 @@
 
 from __future__ import annotations
 
-import os
-import pathlib
 import secrets
-import signal
-import subprocess
 import threading
 import time
 from types import SimpleNamespace as Obj
@@ -116,110 +112,55 @@ def test_a_session_recorded_through_the_sdk_reads_back_exactly(stack):
     assert (summary["state"], summary["status"]) == ("ended", "error")
 
 
-class IngestProcess:
-    """A second tally-ingest on the test's topic and database, on a port it keeps across
-    restarts, so it can be killed and brought back."""
+def test_ingest_killed_mid_run_and_restarted_loses_nothing_and_doubles_nothing(stack):
+    """tally-devstack kills the stack's ingest and starts it again on the same port."""
+    transport = RecordingTransport(tally.UrllibTransport())
+    client = sdk_client(stack, transport, flush_at=25, flush_interval=0.05,
+                        max_retries=1000, backoff_base=0.05, backoff_max=0.5, request_timeout=3,
+                        max_queue_size=100_000)
+    account, session_id = new_id("acct"), new_id("outage")
+    before, during = 1000, 500  # recorded while ingest runs (and is killed), then while it is down
+    total = before + during
+    recorded: List[str] = []
+    down = threading.Event()
+    produced = threading.Event()
 
-    def __init__(self, stack, log_dir: pathlib.Path):
-        self.stack = stack
-        self.port = live.services.free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = {
-            "listen": f"127.0.0.1:{self.port}", "workers": 2, "shutdown_timeout_secs": 5,
-            "kafka": {"brokers": stack.brokers, "events_topic": stack.topic, "dead_letter_topic": stack.dead_letter_topic},
-            "clickhouse": {"url": stack.clickhouse, "database": stack.database},
-            "projects": [p.config() for p in stack.projects.values()],
-        }
-        self.config = log_dir / "ingest-outage.toml"
-        self.config.write_text(live.services.to_toml(config))
-        self.log = log_dir / "ingest-outage.log"
-        self.process = None
+    def produce():
+        for i in range(total):
+            if i == before:
+                down.wait(120)
+            event = tally.Custom(session_id=session_id, account_id=account, attributes={"seq": i})
+            assert client.record(event)
+            recorded.append(event.event_id)
+            if i % 25 == 24:
+                time.sleep(0.01)  # an application's pace, so the kill falls while events flow
+        produced.set()
 
-    def start(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("TALLY_", "OTEL_"))}
-        with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([str(live.services.binary("tally-ingest")), "--config", str(self.config)],
-                                            env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                            start_new_session=True)
+    producer = threading.Thread(target=produce)
+    producer.start()
+    live.poll(lambda: client.stats().accepted, lambda n: n >= 200, 60, "200 events accepted before the kill")
+    stack.kill("ingest")
+    retries = client.stats().retries
+    live.poll(lambda: client.stats().retries, lambda n: n >= retries + 3, 60, "retries while ingest is down")
+    down.set()
+    live.poll(lambda: len(recorded), lambda n: n == total, 120, "every event recorded while ingest is down")
+    stack.start_service("ingest")
+    producer.join(120)
+    assert produced.is_set()
+    assert client.flush(120)
+    stats = client.stats()
+    assert (stats.failed, stats.dropped, stats.rejected) == (0, 0, 0)
+    assert stats.accepted >= total
+    assert None in transport.statuses  # some requests got no answer
 
-    def wait_ready(self) -> None:
-        live.poll(lambda: self._ready(), bool, 60, "ingest ready")
-
-    def _ready(self) -> bool:
-        assert self.process.poll() is None, self.log.read_text()[-2000:]
-        try:
-            return self.stack.request("GET", "/readyz", base=self.url, timeout=2).status == 200
-        except OSError:
-            return False
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(10)
-
-
-def test_ingest_killed_mid_run_and_restarted_loses_nothing_and_doubles_nothing(stack, tmp_path):
-    ingest = IngestProcess(stack, tmp_path)
-    ingest.start()
-    try:
-        ingest.wait_ready()
-        transport = RecordingTransport(tally.UrllibTransport())
-        client = sdk_client(stack, transport, endpoint=ingest.url, flush_at=25, flush_interval=0.05,
-                            max_retries=1000, backoff_base=0.05, backoff_max=0.5, request_timeout=3,
-                            max_queue_size=100_000)
-        account, session_id = new_id("acct"), new_id("outage")
-        before, during = 1000, 500  # recorded while ingest runs (and is killed), then while it is down
-        total = before + during
-        recorded: List[str] = []
-        down = threading.Event()
-        produced = threading.Event()
-
-        def produce():
-            for i in range(total):
-                if i == before:
-                    down.wait(120)
-                event = tally.Custom(session_id=session_id, account_id=account, attributes={"seq": i})
-                assert client.record(event)
-                recorded.append(event.event_id)
-                if i % 25 == 24:
-                    time.sleep(0.01)  # an application's pace, so the kill falls while events flow
-            produced.set()
-
-        producer = threading.Thread(target=produce)
-        producer.start()
-        live.poll(lambda: client.stats().accepted, lambda n: n >= 200, 60, "200 events accepted before the kill")
-        ingest.kill()
-        retries = client.stats().retries
-        live.poll(lambda: client.stats().retries, lambda n: n >= retries + 3, 60, "retries while ingest is down")
-        down.set()
-        live.poll(lambda: len(recorded), lambda n: n == total, 120, "every event recorded while ingest is down")
-        ingest.start()
-        producer.join(120)
-        assert produced.is_set()
-        assert client.flush(120)
-        stats = client.stats()
-        assert (stats.failed, stats.dropped, stats.rejected) == (0, 0, 0)
-        assert stats.accepted >= total
-        assert None in transport.statuses  # some requests got no answer
-
-        events = wait_for_timeline(stack, session_id, total, timeout=120)
-        ids = [e["event_id"] for e in events]
-        assert len(ids) == len(set(ids)) == total
-        assert sorted(ids) == sorted(recorded)
-        summary = live.poll(lambda: stack.request("GET", f"/v1/sessions/{session_id}", key=stack.key("read")).json(),
-                            lambda s: s.get("event_count", 0) >= total, 60, "the session rollup")
-        assert summary["event_count"] == total  # a resend counted twice would show here
-        client.close(5)
-    finally:
-        ingest.stop()
+    events = wait_for_timeline(stack, session_id, total, timeout=120)
+    ids = [e["event_id"] for e in events]
+    assert len(ids) == len(set(ids)) == total
+    assert sorted(ids) == sorted(recorded)
+    summary = live.poll(lambda: stack.request("GET", f"/v1/sessions/{session_id}", key=stack.key("read")).json(),
+                        lambda s: s.get("event_count", 0) >= total, 60, "the session rollup")
+    assert summary["event_count"] == total  # a resend counted twice would show here
+    client.close(5)
 
 
 def test_quota_checks_against_the_real_route(stack):

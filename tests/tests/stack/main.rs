@@ -16,6 +16,7 @@
 mod clickhouse_outage;
 mod crash;
 mod dead_letter;
+mod devstack;
 mod end_to_end;
 mod hostile;
 mod http_edge;

@@ -5,8 +5,8 @@ use actix_web::{web, App, HttpResponse, HttpServer};
 use chrono::{Duration as ChronoDuration, Utc};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tally_runtime::kafka::KafkaConfig;
-use tally_tests::env::{kafka_brokers, new_key};
+use tally_tests::devstack::Private;
+use tally_tests::env::new_key;
 use tally_tests::private_stack::free_port;
 use tally_tests::processes::{service_command, terminate, KillOnDrop};
 use tally_tests::workload::{batch_body, Workload};
@@ -42,24 +42,25 @@ async fn request_spans_are_exported_over_otlp() {
     let receiver_handle = receiver.handle();
     tokio::spawn(receiver);
 
-    let name = uuid::Uuid::new_v4().simple().to_string();
-    let kafka = KafkaConfig {
-        brokers: kafka_brokers(),
-        events_topic: format!("tally.test.{name}"),
-        dead_letter_topic: format!("tally.test.{name}.dlq"),
-        events_partitions: 1,
-        ..KafkaConfig::default()
-    };
+    // Every topic private: ingest creates the ones its config names at start.
+    let private = Private::new(1);
+    let kafka = &private.kafka;
     kafka.ensure_topics().await.expect("topics");
     let (key, key_config) = new_key(&[tally_ingest::auth::Scope::Ingest]);
     let port = free_port();
-    let config = std::env::temp_dir().join(format!("tally-otlp-{name}.toml"));
+    let config = std::env::temp_dir().join(format!("tally-otlp-{}.toml", private.name));
     std::fs::write(
         &config,
         format!(
             "listen = \"127.0.0.1:{port}\"\n[kafka]\nbrokers = \"{}\"\nevents_topic = \"{}\"\n\
+             dead_letter_topic = \"{}\"\nquota_topic = \"{}\"\nalerts_topic = \"{}\"\n\
              [[projects]]\nid = \"otlp-project\"\nkeys = [{{ sha256 = \"{}\", scopes = [\"ingest\"] }}]\n",
-            kafka.brokers, kafka.events_topic, key_config.sha256
+            kafka.brokers,
+            kafka.events_topic,
+            kafka.dead_letter_topic,
+            kafka.quota_topic,
+            kafka.alerts_topic,
+            key_config.sha256
         ),
     )
     .expect("config");
@@ -161,12 +162,5 @@ async fn request_spans_are_exported_over_otlp() {
     terminate(&mut ingest.0);
     receiver_handle.stop(true).await;
     let _ = std::fs::remove_file(&config);
-    tally_tests::env::remove_topics_and_database(
-        &kafka,
-        &tally_runtime::clickhouse::ClickHouseConfig {
-            database: format!("tally_test_{name}"),
-            ..Default::default()
-        },
-    )
-    .await;
+    private.remove().await;
 }

@@ -1,27 +1,27 @@
 /**
- * A private Tally for the end-to-end tests: the real `tally-aggregator` and `tally-ingest`
- * binaries on the running local Kafka and ClickHouse, with their own topics, database, consumer
- * group and freshly generated project keys. `stop()` ends both and removes the topics and the
- * database.
+ * A private Tally for the end-to-end tests, started by `tally-devstack`
+ * (tests/src/bin/devstack.rs): the real `tally-aggregator` and `tally-ingest` binaries on the
+ * running local Kafka and ClickHouse, with their own topics, database, consumer group and
+ * freshly generated project keys. `stop()` ends both and removes the topics and the database;
+ * so does the devstack itself when this process dies (its stdin closes).
  *
  * Environment (all optional): TALLY_BIN_DIR (else $CARGO_TARGET_DIR/debug, target/debug in
- * the repository, ~/.cache/tally/target/debug), TALLY_TEST_KAFKA (127.0.0.1:9092),
- * TALLY_TEST_CLICKHOUSE (http://127.0.0.1:8123), TALLY_KAFKA_LIBS (else
+ * the repository, ~/.cache/tally/target/debug), TALLY_TEST_KAFKA (127.0.0.1:9092) and
+ * TALLY_TEST_CLICKHOUSE (http://127.0.0.1:8123), which the devstack reads too, TALLY_KAFKA_LIBS (else
  * $TALLY_STATE_DIR/kafka-libs, .tally/kafka-libs in the repository).
  */
-import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { createHash, randomBytes } from "node:crypto";
-import { existsSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync, closeSync } from "node:fs";
-import { createServer } from "node:net";
-import { homedir, tmpdir } from "node:os";
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync } from "node:fs";
+import { homedir } from "node:os";
 import { join } from "node:path";
+import { createInterface, type Interface } from "node:readline";
 import { REPO_DIR } from "./paths.js";
 
-/** The [quota] section both services read, after their own file. */
+/** The [quota] section both services read, before their generated config. */
 const QUOTA_CONFIG = join(REPO_DIR, "deploy/local/quota.toml");
 
 export const KAFKA = process.env.TALLY_TEST_KAFKA ?? "127.0.0.1:9092";
-export const CLICKHOUSE = process.env.TALLY_TEST_CLICKHOUSE ?? "http://127.0.0.1:8123";
 
 export function binDir(): string {
   const candidates = [
@@ -30,9 +30,9 @@ export function binDir(): string {
     join(REPO_DIR, "target", "debug"),
     join(homedir(), ".cache", "tally", "target", "debug"),
   ].filter((d): d is string => Boolean(d));
-  const found = candidates.find((d) => existsSync(join(d, "tally-ingest")) && existsSync(join(d, "tally-aggregator")));
+  const found = candidates.find((d) => existsSync(join(d, "tally-devstack")));
   if (!found) {
-    throw new Error(`tally-ingest and tally-aggregator not found in ${candidates.join(", ")}: build them first (make test does)`);
+    throw new Error(`tally-devstack not found in ${candidates.join(", ")}: build the workspace first (make test does)`);
   }
   return found;
 }
@@ -40,16 +40,6 @@ export function binDir(): string {
 function kafkaLibs(): string {
   const state = process.env.TALLY_STATE_DIR ?? join(REPO_DIR, ".tally");
   return process.env.TALLY_KAFKA_LIBS ?? join(state, "kafka-libs");
-}
-
-/** A port free at the time of asking. */
-export async function freePort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const address = server.address();
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  if (typeof address !== "object" || address === null) throw new Error("no port");
-  return address.port;
 }
 
 export async function waitUntil<T>(
@@ -70,24 +60,6 @@ export async function waitUntil<T>(
     if (Date.now() > deadline) throw new Error(`${what}: not reached in ${timeoutMs} ms${last ? ` (${String(last)})` : ""}`);
     await new Promise((r) => setTimeout(r, intervalMs));
   }
-}
-
-async function httpStatus(url: string): Promise<number | undefined> {
-  try {
-    const response = await fetch(url, { signal: AbortSignal.timeout(2000) });
-    await response.arrayBuffer();
-    return response.status;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Runs a statement on ClickHouse over HTTP; returns the answer's text. */
-export async function clickhouse(sql: string): Promise<string> {
-  const response = await fetch(CLICKHOUSE, { method: "POST", body: sql, signal: AbortSignal.timeout(30_000) });
-  const text = await response.text();
-  if (!response.ok) throw new Error(`ClickHouse ${response.status}: ${text}`);
-  return text;
 }
 
 /** Runs one of Kafka's command-line tools (from the jars the local stack installed). */
@@ -116,138 +88,97 @@ export interface Keys {
   read: string;
 }
 
-const sha256 = (text: string) => createHash("sha256").update(text).digest("hex");
+/** What `tally-devstack` prints once the stack is ready. */
+interface Described {
+  ingest_url: string;
+  aggregator_url: string | null;
+  topics: Record<string, string>;
+  projects: Record<string, { keys: Record<string, string> }>;
+  ingest_config: Record<string, any>;
+  log_dir: string;
+}
 
 export class Stack {
+  /** A random name the tests put in their session and account ids. */
   readonly name = randomBytes(6).toString("hex");
-  readonly project = `sdk-ts-${this.name}`;
-  readonly database = `tally_test_ts_${this.name}`;
-  readonly keys: Keys = {
-    ingest: `tally_test_${randomBytes(16).toString("hex")}`,
-    read: `tally_test_${randomBytes(16).toString("hex")}`,
-  };
+  readonly project = "sdk-ts";
+  keys: Keys = { ingest: "", read: "" };
   /** Every topic of the Kafka config, each with a private name: `events_topic` → name. */
-  readonly topics: Record<string, string> = {};
-  /** The effective ingest configuration (`tally-ingest --print-config`). */
+  topics: Record<string, string> = {};
+  /** The ingest settings in effect (as `tally-ingest --print-config` shows them). */
   ingestConfig: Record<string, any> = {};
   ingestUrl = "";
   aggregatorUrl = "";
-  private readonly dir = mkdtempSync(join(tmpdir(), "tally-sdk-ts-"));
-  private readonly bin = binDir();
-  private ingestPort = 0;
-  private ingest: ChildProcess | undefined;
-  private aggregator: ChildProcess | undefined;
-  private readonly onExit = () => this.killAll();
+  /** Where the services' configs and logs are (removed by a clean stop). */
+  logDir = "";
+  private devstack: ChildProcessWithoutNullStreams | undefined;
+  private lines: Interface | undefined;
+  private readonly answers: string[] = [];
+  private waiting: ((line: string | undefined) => void) | undefined;
 
   static async start(): Promise<Stack> {
     const stack = new Stack();
-    process.once("exit", stack.onExit);
-    try {
-      await stack.boot();
-    } catch (err) {
-      await stack.stop();
-      throw err;
-    }
+    await stack.boot();
     return stack;
   }
 
-  /** The environment both services get: private topics, database, group. */
-  private env(listen: string): NodeJS.ProcessEnv {
-    const env: NodeJS.ProcessEnv = {
-      ...process.env,
-      RUST_LOG: "warn",
-      TALLY_LISTEN: listen,
-      TALLY_KAFKA__BROKERS: KAFKA,
-      TALLY_CLICKHOUSE__URL: CLICKHOUSE,
-      TALLY_CLICKHOUSE__DATABASE: this.database,
-    };
-    for (const [key, topic] of Object.entries(this.topics)) env[`TALLY_KAFKA__${key.toUpperCase()}`] = topic;
-    return env;
-  }
-
   private async boot(): Promise<void> {
-    const printed = spawnSync(join(this.bin, "tally-ingest"), ["--print-config"], { encoding: "utf8", env: {} });
-    if (printed.status !== 0) throw new Error(`tally-ingest --print-config: ${printed.stderr}`);
-    this.ingestConfig = JSON.parse(printed.stdout) as Record<string, any>;
-    for (const key of Object.keys(this.ingestConfig.kafka ?? {})) {
-      if (key.endsWith("_topic")) this.topics[key] = `tally.test.ts-${this.name}.${key.replace(/_topic$/, "")}`;
-    }
-
-    // The aggregator applies the migrations and creates the topics, so it goes first.
-    const aggregatorPort = await freePort();
-    this.aggregatorUrl = `http://127.0.0.1:${aggregatorPort}`;
-    this.aggregator = this.spawn("aggregator", [join(REPO_DIR, "deploy/local/aggregator.toml"), QUOTA_CONFIG], {
-      ...this.env(`127.0.0.1:${aggregatorPort}`),
-      TALLY_GROUP_ID: `tally-test-ts-${this.name}`,
-      TALLY_KAFKA__EVENTS_PARTITIONS: "3",
-      TALLY_BATCH_MAX_WAIT_MS: "50",
-      TALLY_MAX_RETRY_BACKOFF_MS: "1000",
+    const spec = {
+      projects: [this.project],
+      config_files: [QUOTA_CONFIG],
+      ingest_config: { producer: { retry_after_secs: 1 } },
+      env: { RUST_LOG: "warn" },
+    };
+    const child = spawn(join(binDir(), "tally-devstack"), ["--spec", JSON.stringify(spec)], {
+      stdio: ["pipe", "pipe", "inherit"],
+    }) as unknown as ChildProcessWithoutNullStreams;
+    this.devstack = child;
+    this.lines = createInterface({ input: child.stdout });
+    this.lines.on("line", (line) => {
+      if (this.waiting) {
+        const resolve = this.waiting;
+        this.waiting = undefined;
+        resolve(line);
+      } else {
+        this.answers.push(line);
+      }
     });
-    await this.waitHttp("aggregator", `${this.aggregatorUrl}/healthz`, this.aggregator, 90_000);
-
-    const base = readFileSync(join(REPO_DIR, "deploy/local/ingest.toml"), "utf8");
-    const config =
-      `${base}\n[[projects]]\nid = "${this.project}"\n` +
-      `keys = [{ sha256 = "${sha256(this.keys.ingest)}", scopes = ["ingest"] }, ` +
-      `{ sha256 = "${sha256(this.keys.read)}", scopes = ["read"] }]\n`;
-    writeFileSync(join(this.dir, "ingest.toml"), config);
-    this.ingestPort = await freePort();
-    this.ingestUrl = `http://127.0.0.1:${this.ingestPort}`;
-    await this.startIngest();
+    this.lines.on("close", () => this.waiting?.(undefined));
+    const described = JSON.parse(await this.nextLine()) as Described & { error?: string };
+    if (described.error) throw new Error(`tally-devstack: ${described.error}`);
+    const keys = described.projects[this.project]!.keys;
+    this.keys = { ingest: keys.ingest!, read: keys.read! };
+    this.topics = described.topics;
+    this.ingestConfig = described.ingest_config;
+    this.ingestUrl = described.ingest_url;
+    this.aggregatorUrl = described.aggregator_url ?? "";
+    this.logDir = described.log_dir;
   }
 
-  /** Starts ingest (again) on its port and waits until it is ready. */
-  async startIngest(): Promise<void> {
-    this.ingest = this.spawn("ingest", [join(this.dir, "ingest.toml"), QUOTA_CONFIG], {
-      ...this.env(`127.0.0.1:${this.ingestPort}`),
-      TALLY_WORKERS: "2",
-      TALLY_SHUTDOWN_TIMEOUT_SECS: "5",
-      TALLY_PRODUCER__RETRY_AFTER_SECS: "1",
+  private nextLine(): Promise<string> {
+    const queued = this.answers.shift();
+    if (queued !== undefined) return Promise.resolve(queued);
+    return new Promise((resolve, reject) => {
+      this.waiting = (line) => (line === undefined ? reject(new Error("tally-devstack ended")) : resolve(line));
     });
-    await this.waitHttp("ingest", `${this.ingestUrl}/readyz`, this.ingest, 60_000);
+  }
+
+  /** One devstack command (`kill ingest`, `start ingest`, …); throws what it refused. */
+  private async command(command: string): Promise<void> {
+    if (!this.devstack) throw new Error("the stack is not running");
+    this.devstack.stdin.write(`${command}\n`);
+    const answer = JSON.parse(await this.nextLine()) as { ok: boolean; error?: string };
+    if (!answer.ok) throw new Error(`${command}: ${answer.error}`);
+  }
+
+  /** Starts ingest again on its port and waits until it is ready. */
+  async startIngest(): Promise<void> {
+    await this.command("start ingest");
   }
 
   /** SIGKILL: no shutdown, no flush, in-flight requests cut off. */
   async killIngest(): Promise<void> {
-    const child = this.ingest;
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    child.kill("SIGKILL");
-    await exited;
-  }
-
-  private spawn(service: "ingest" | "aggregator", config: string[], env: NodeJS.ProcessEnv): ChildProcess {
-    const log = openSync(join(this.dir, `${service}.log`), "a");
-    const child = spawn(join(this.bin, `tally-${service}`), config.flatMap((file) => ["--config", file]), {
-      env,
-      stdio: ["ignore", "ignore", log],
-    });
-    closeSync(log);
-    return child;
-  }
-
-  private async waitHttp(service: string, url: string, child: ChildProcess, timeoutMs: number): Promise<void> {
-    await waitUntil(
-      `${service} ready at ${url}`,
-      async () => {
-        if (child.exitCode !== null || child.signalCode !== null) {
-          throw new Error(`${service} exited (${child.exitCode ?? child.signalCode}): ${this.log(service)}`);
-        }
-        return (await httpStatus(url)) === 200 ? true : undefined;
-      },
-      timeoutMs,
-    ).catch((err: Error) => {
-      throw new Error(`${err.message}\n${this.log(service)}`);
-    });
-  }
-
-  /** The last lines of a service's log. */
-  log(service: "ingest" | "aggregator" | string): string {
-    try {
-      return readFileSync(join(this.dir, `${service}.log`), "utf8").split("\n").slice(-20).join("\n");
-    } catch {
-      return "";
-    }
+    await this.command("kill ingest");
   }
 
   /** `GET path` on ingest with a key; the status and the JSON body. */
@@ -288,36 +219,17 @@ export class Stack {
     return written;
   }
 
-  private killAll(): void {
-    for (const child of [this.ingest, this.aggregator]) {
-      if (child && child.exitCode === null && child.signalCode === null) child.kill("SIGKILL");
-    }
-  }
-
-  private async terminate(child: ChildProcess | undefined): Promise<void> {
-    if (!child || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((resolve) => child.once("exit", resolve));
-    child.kill("SIGTERM");
-    const timer = setTimeout(() => child.kill("SIGKILL"), 15_000);
-    await exited;
-    clearTimeout(timer);
-  }
-
-  /** Stops both services, deletes the topics and drops the database. */
+  /** Stops both services, deletes the topics and drops the database (the devstack does, when its input ends). */
   async stop(): Promise<void> {
-    await this.terminate(this.ingest);
-    await this.terminate(this.aggregator);
-    process.off("exit", this.onExit);
-    const topics = Object.values(this.topics);
-    if (topics.length > 0) {
-      // One call for all of them: the topic option takes a regular expression.
-      const pattern = `tally\\.test\\.ts-${this.name}\\..*`;
-      const { status, output } = kafkaTool("org.apache.kafka.tools.TopicCommand", ["--delete", "--if-exists", "--topic", pattern]);
-      if (status !== 0) console.error(`deleting topics ${pattern} failed: ${output}`);
-    }
-    await clickhouse(`DROP DATABASE IF EXISTS ${this.database}`).catch((err: unknown) =>
-      console.error(`dropping ${this.database} failed: ${String(err)}`),
-    );
-    rmSync(this.dir, { recursive: true, force: true });
+    const child = this.devstack;
+    this.devstack = undefined;
+    if (!child || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+    child.stdin.end();
+    const timer = setTimeout(() => child.kill("SIGKILL"), 90_000);
+    const code = await exited;
+    clearTimeout(timer);
+    this.lines?.close();
+    if (code !== 0) console.error(`tally-devstack exited with ${code}; the services' logs are kept in ${this.logDir}`);
   }
 }
