@@ -7,7 +7,8 @@
 #  3. ingest alone (aggregator stopped) at batch sizes 1, 10, 100 and 1000, gzip off and on,
 #     and a bare rdkafka producer sending the same records to the same broker: the ceiling;
 #  4. fold: tally-foldbench, the aggregator alone on a preloaded topic, next to the rate at
-#     which ClickHouse takes the same rows inserted directly;
+#     which ClickHouse takes the same rows inserted directly; then again with the aggregator's
+#     filter of rows that cannot exist turned off, to show what it saves;
 #  5. quota: tally-quotabench fills ingest's quota view with 10,000 accounts (memory per
 #     account), then checks at 20,000/s over HTTP (p50/p99 from each request's scheduled
 #     start) and as fast as ingest answers;
@@ -90,6 +91,8 @@ for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; wait "$pid" 2
 pids=()
 echo "== 4. fold rate against direct inserts"
 "$TARGET/release/tally-foldbench" --sessions "${BENCH_FOLD_SESSIONS:-30000}"
+echo "== 4b. the same, without the aggregator's filter of rows that cannot exist (max_known_keys = 0)"
+"$TARGET/release/tally-foldbench" --sessions "${BENCH_FOLD_SESSIONS:-30000}" --max-known-keys 0
 echo "== 5. quota checks over HTTP, ${BENCH_QUOTA_ACCOUNTS:-10000} accounts in the view"
 quota_topic="tally.bench.$run_id.quota"
 TALLY_KAFKA__QUOTA_TOPIC="$quota_topic" RUST_LOG=warn \

@@ -21,6 +21,13 @@ pub struct AggregatorConfig {
     /// Rollup rows (sessions, usage, tools) kept in memory between batches; past it, rows
     /// the last batch did not touch are dropped and reloaded on demand.
     pub max_cached_rows: usize,
+    /// Keys (sessions, and accounts by usage bucket) the aggregator remembers as having a
+    /// row in ClickHouse, so it never looks up a row that cannot exist yet; about 16 bytes
+    /// each. Its partitions' sessions are read when they are assigned, a bucket's accounts
+    /// when a batch first touches it. Past it, the oldest buckets' accounts, then the
+    /// largest partitions' sessions are forgotten, and their rows looked up on every miss.
+    /// 0 turns the filter off: every row not in memory is looked up.
+    pub max_known_keys: usize,
     /// A CSV of prices added to (or correcting) the built-in table, same columns as
     /// `schema/prices/prices.csv`. Empty: the built-in table alone.
     pub prices_file: String,
@@ -78,6 +85,7 @@ impl Default for AggregatorConfig {
             batch_max_events: 20_000,
             batch_max_wait_ms: 200,
             max_cached_rows: 500_000,
+            max_known_keys: 10_000_000,
             prices_file: String::new(),
             instance_id: String::new(),
             session_timeout_ms: 10_000,

@@ -135,7 +135,12 @@ impl Aggregator {
             ledger: QuotaLedger::new(config.quota.accounts),
             publisher,
             owned,
-            folder: Folder::new(config.dedup.clone(), prices, config.max_cached_rows),
+            folder: Folder::new(
+                config.dedup.clone(),
+                prices,
+                config.max_cached_rows,
+                config.max_known_keys,
+            ),
             config,
             consumer,
             store: Store::new(client),
@@ -220,6 +225,15 @@ impl Aggregator {
                     let since = chrono_now_ms() - window_ms;
                     for p in &partitions {
                         self.restore_quota(*p).await?;
+                    }
+                    if self.config.max_known_keys > 0 {
+                        let hasher = self.folder.known().hasher().clone();
+                        let sessions = self
+                            .retry("load known sessions", || {
+                                self.store.partition_sessions(&partitions, &hasher)
+                            })
+                            .await?;
+                        self.folder.load_known_sessions(sessions);
                     }
                     for p in partitions {
                         let known = self
@@ -415,6 +429,33 @@ impl Aggregator {
 
     /// Loads the rows the batch touches that are not in memory.
     async fn load(&mut self, records: &[Record]) -> Result<(), CallError> {
+        // First which accounts have rows in the buckets this batch opens, so the plan leaves
+        // out the rows that cannot exist.
+        let hasher = self.folder.known().hasher().clone();
+        let unknown = if self.config.max_known_keys > 0 {
+            self.folder.unknown_usage_groups(records)
+        } else {
+            BTreeMap::new()
+        };
+        for ((granularity, project), groups) in unknown {
+            let mut buckets: Vec<u32> = groups.iter().map(|g| g.bucket).collect();
+            let mut partitions: Vec<i32> = groups.iter().map(|g| g.kafka_partition).collect();
+            buckets.sort_unstable();
+            buckets.dedup();
+            partitions.sort_unstable();
+            partitions.dedup();
+            let accounts = self
+                .retry("load known accounts", || {
+                    let at = (&buckets[..], &partitions[..]);
+                    self.store
+                        .usage_accounts(granularity, &project, at, &hasher)
+                })
+                .await?;
+            self.folder.load_known_accounts(&groups, accounts);
+        }
+        self.metrics
+            .known_keys
+            .set(self.folder.known().len() as i64);
         let plan = self.folder.plan(records);
         for (project_id, session_ids) in &plan.sessions {
             let rows = self

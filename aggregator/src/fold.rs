@@ -7,6 +7,7 @@
 //! (a redelivery after a crash or rebalance, or a write that reached some tables only).
 
 use crate::dedup::{DedupConfig, DedupWindow, EventKey, Seen};
+use crate::known::{Existence, HashSet64, KnownRows};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use tally_quota::QuotaDelta;
 use tally_schema::envelope::Envelope;
@@ -136,6 +137,8 @@ pub struct Folder {
     tools: HashMap<ToolKey, ToolRow>,
     windows: HashMap<i32, DedupWindow>,
     max_cached_rows: usize,
+    /// Which rows exist in ClickHouse: rows outside it are never looked up.
+    known: KnownRows,
 }
 
 fn listed<K: Ord>(map: BTreeMap<K, BTreeSet<String>>) -> BTreeMap<K, Vec<String>> {
@@ -163,7 +166,12 @@ fn tool_group(key: &ToolKey) -> Group {
 }
 
 impl Folder {
-    pub fn new(dedup: DedupConfig, prices: PriceTable, max_cached_rows: usize) -> Self {
+    pub fn new(
+        dedup: DedupConfig,
+        prices: PriceTable,
+        max_cached_rows: usize,
+        max_known_keys: usize,
+    ) -> Self {
         Self {
             dedup,
             prices,
@@ -172,7 +180,63 @@ impl Folder {
             tools: HashMap::new(),
             windows: HashMap::new(),
             max_cached_rows,
+            known: KnownRows::new(max_known_keys),
         }
+    }
+
+    /// What the fold knows of which rows exist; the consumer fills it from ClickHouse.
+    pub fn known(&self) -> &KnownRows {
+        &self.known
+    }
+
+    /// Takes in partitions' sessions that have a row (see [`crate::known`]).
+    pub fn load_known_sessions(&mut self, sessions: HashMap<i32, HashSet64>) {
+        self.known.load_sessions(sessions);
+    }
+
+    /// Takes in, for each of `groups`, the accounts that have a row, from ClickHouse's list
+    /// by (bucket, partition); a group ClickHouse listed nothing for has no rows.
+    pub fn load_known_accounts(
+        &mut self,
+        groups: &[Group],
+        mut accounts: HashMap<(u32, i32), HashSet64>,
+    ) {
+        for group in groups {
+            let set = accounts
+                .remove(&(group.bucket, group.kafka_partition))
+                .unwrap_or_default();
+            self.known.load_usage_bucket(group.clone(), set);
+        }
+    }
+
+    /// The usage groups `records` touch whose accounts are not known yet, by table and
+    /// project: the consumer loads their accounts before planning.
+    pub fn unknown_usage_groups(
+        &self,
+        records: &[Record],
+    ) -> BTreeMap<(Granularity, String), Vec<Group>> {
+        let mut unknown: BTreeMap<(Granularity, String), BTreeSet<Group>> = BTreeMap::new();
+        for record in records {
+            for granularity in Granularity::ALL {
+                let key = UsageKey::of(
+                    granularity,
+                    &record.envelope.project_id,
+                    &record.envelope.event,
+                    record.partition,
+                );
+                let group = usage_group(&key);
+                if !self.usage.contains_key(&key) && !self.known.has_usage_bucket(&group) {
+                    unknown
+                        .entry((granularity, key.project_id))
+                        .or_default()
+                        .insert(group);
+                }
+            }
+        }
+        unknown
+            .into_iter()
+            .map(|(at, groups)| (at, groups.into_iter().collect()))
+            .collect()
     }
 
     /// The rows `records` touch that are not in memory.
@@ -182,7 +246,9 @@ impl Folder {
         for record in records {
             let envelope = &record.envelope;
             let key = session_key(envelope);
-            if !self.sessions.contains_key(&key) {
+            if !self.sessions.contains_key(&key)
+                && self.known.session(record.partition, &key.0, &key.1) == Existence::Maybe
+            {
                 sessions.entry(key.0).or_default().insert(key.1);
             }
             for granularity in Granularity::ALL {
@@ -192,9 +258,12 @@ impl Folder {
                     &envelope.event,
                     record.partition,
                 );
-                if !self.usage.contains_key(&key) {
+                let group = usage_group(&key);
+                if !self.usage.contains_key(&key)
+                    && self.known.usage(&group, &key.account_id) == Existence::Maybe
+                {
                     let account = key.account_id.clone();
-                    rows.entry(usage_group(&key)).or_default().insert(account);
+                    rows.entry(group).or_default().insert(account);
                 }
             }
             if let Some(key) = ToolKey::of(&envelope.project_id, &envelope.event, record.partition)
@@ -258,10 +327,11 @@ impl Folder {
         );
     }
 
-    /// Forgets a partition's window and rows (it was revoked).
+    /// Forgets a partition's window, rows and known keys (it was revoked).
     pub fn forget_partition(&mut self, partition: i32) {
         self.windows.remove(&partition);
         self.forget_rows_of(partition);
+        self.known.forget_partition(partition);
     }
 
     /// Drops every cached row (not the dedup windows): they are reloaded on demand.
@@ -271,10 +341,11 @@ impl Folder {
         self.tools.clear();
     }
 
-    /// Forgets all cached state.
+    /// Forgets all cached state, known keys included.
     pub fn forget_all(&mut self) {
         self.windows.clear();
         self.forget_rows();
+        self.known.forget_all();
     }
 
     fn price(&self, envelope: &Envelope) -> Priced {
@@ -326,6 +397,7 @@ impl Folder {
                 .or_insert_with(|| SessionRow::empty(&key.0, &key.1, -1));
             if !session.has_applied(partition, offset) {
                 session.fold(event, cost, partition, offset);
+                self.known.add_session(partition, &key.0, &key.1);
                 touched_sessions.insert(key);
                 applied = true;
             }
@@ -337,6 +409,7 @@ impl Folder {
                     .or_insert_with(|| UsageRow::empty(&key));
                 if !row.has_applied(partition, offset) {
                     row.fold(event, cost, offset);
+                    self.known.add_usage(&usage_group(&key), &key.account_id);
                     touched_usage.insert(key);
                     applied = true;
                     // The daily row is what quota counters restart from, so it decides.
@@ -433,6 +506,9 @@ impl Folder {
             }
         }
         self.forget_rows_of(partition);
+        for (project_id, session_id) in sessions.keys() {
+            self.known.add_session(partition, project_id, session_id);
+        }
         let mut out = FoldOutput {
             sessions: sessions
                 .into_values()
@@ -463,12 +539,14 @@ impl Folder {
         out
     }
 
-    /// Drops a partition's cached rows (not its dedup window): they are reloaded on demand.
+    /// Drops a partition's cached rows (not its dedup window) and its known usage accounts
+    /// (a rebuild rewrites them): they are reloaded on demand.
     fn forget_rows_of(&mut self, partition: i32) {
         self.sessions
             .retain(|_, row| row.kafka_partition != partition);
         self.usage.retain(|key, _| key.kafka_partition != partition);
         self.tools.retain(|key, _| key.kafka_partition != partition);
+        self.known.forget_usage_of(partition);
     }
 
     /// Past the cache limit, drops the sessions this batch did not touch, then, if that is not

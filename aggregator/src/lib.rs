@@ -15,6 +15,7 @@ pub mod dead_letter;
 pub mod dedup;
 pub mod fold;
 pub mod health;
+pub mod known;
 pub mod metrics;
 pub mod rebuild;
 pub mod retention;

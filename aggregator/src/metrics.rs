@@ -28,6 +28,8 @@ pub struct Metrics {
     /// Failed publishes to the quota or alert topics (each is retried).
     pub quota_publish_failures: IntCounter,
     pub quota_refused_accounts: IntCounter,
+    /// Keys remembered as having a row in ClickHouse (see `known.rs`), against `max_known_keys`.
+    pub known_keys: IntGauge,
     /// False while ClickHouse writes fail; `/readyz` answers 503 then.
     pub writing: AtomicBool,
 }
@@ -117,6 +119,14 @@ impl Metrics {
                     "tally_aggregator_quota_refused_accounts_total",
                     "New accounts given no quota counters: their project, or the replica, was \
                      at its [quota.accounts] cap (their usage still folds into the rollups).",
+                ),
+            ),
+            known_keys: register(
+                &r,
+                IntGauge::new(
+                    "tally_aggregator_known_keys",
+                    "Keys (sessions; accounts by usage bucket) remembered as having a row, so rows \
+                     that cannot exist are not looked up; bounded by max_known_keys.",
                 ),
             ),
             registry: r,

@@ -1,8 +1,10 @@
 //! The aggregator's reads and writes in ClickHouse.
 
 use crate::fold::FoldOutput;
+use crate::known::{HashSet64, KeyHasher};
 use clickhouse::Row;
 use serde::Deserialize;
+use std::collections::HashMap;
 use tally_quota::ledger::{PartitionUsage, RecentSecond};
 use tally_runtime::clickhouse::{exception_code, lookup_chunks};
 use tally_schema::queries::params::{self, prepare};
@@ -16,6 +18,22 @@ pub struct KnownEvent {
     pub event_id: String,
     pub first_offset: u64,
     pub first_received_at_ms: i64,
+}
+
+/// A session that has a row ([`params::PartitionSessions`]).
+#[derive(Debug, Row, Deserialize)]
+struct SessionKeyRow {
+    kafka_partition: i32,
+    project_id: String,
+    session_id: String,
+}
+
+/// An account that has a usage row in a bucket ([`params::UsageAccounts`]).
+#[derive(Debug, Row, Deserialize)]
+struct AccountKeyRow {
+    bucket_start: u32,
+    kafka_partition: i32,
+    account_id: String,
 }
 
 #[derive(Clone)]
@@ -120,6 +138,54 @@ impl Store {
             prepare(&self.client, sessions)
         })
         .await
+    }
+
+    /// The sessions of `partitions` that have a row, hashed as they stream in (a partition
+    /// may hold millions).
+    pub async fn partition_sessions(
+        &self,
+        partitions: &[i32],
+        hasher: &KeyHasher,
+    ) -> Result<HashMap<i32, HashSet64>, clickhouse::error::Error> {
+        let mut known: HashMap<i32, HashSet64> = partitions
+            .iter()
+            .map(|p| (*p, HashSet64::default()))
+            .collect();
+        let params = params::PartitionSessions { partitions };
+        let mut cursor = prepare(&self.client, params).fetch::<SessionKeyRow>()?;
+        while let Some(row) = cursor.next().await? {
+            known
+                .entry(row.kafka_partition)
+                .or_default()
+                .insert(hasher.session(&row.project_id, &row.session_id));
+        }
+        Ok(known)
+    }
+
+    /// The accounts that have a usage row in `buckets` × `partitions` of a project, by
+    /// (bucket, partition), hashed as they stream in.
+    pub async fn usage_accounts(
+        &self,
+        granularity: Granularity,
+        project_id: &str,
+        (buckets, partitions): (&[u32], &[i32]),
+        hasher: &KeyHasher,
+    ) -> Result<HashMap<(u32, i32), HashSet64>, clickhouse::error::Error> {
+        let mut known: HashMap<(u32, i32), HashSet64> = HashMap::new();
+        let params = params::UsageAccounts {
+            granularity,
+            project_id,
+            buckets,
+            partitions,
+        };
+        let mut cursor = prepare(&self.client, params).fetch::<AccountKeyRow>()?;
+        while let Some(row) = cursor.next().await? {
+            known
+                .entry((row.bucket_start, row.kafka_partition))
+                .or_default()
+                .insert(hasher.account(&row.account_id));
+        }
+        Ok(known)
     }
 
     /// A partition's usage per account and bucket since `since` (Unix seconds).
@@ -281,6 +347,9 @@ mod columns {
     #[test]
     fn rows_read_the_columns_their_queries_return() {
         assert_columns::<KnownEvent>(&q::KNOWN_EVENTS);
+        assert_columns::<SessionKeyRow>(&q::PARTITION_SESSIONS);
+        assert_columns::<AccountKeyRow>(&q::USAGE_HOURLY_ACCOUNTS);
+        assert_columns::<AccountKeyRow>(&q::USAGE_DAILY_ACCOUNTS);
         assert_columns::<PartitionUsage>(&q::PARTITION_HOURLY_USAGE_SINCE);
         assert_columns::<PartitionUsage>(&q::PARTITION_DAILY_USAGE_SINCE);
         assert_columns::<RecentSecond>(&q::PARTITION_RECENT_SECONDS);

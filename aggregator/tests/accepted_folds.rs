@@ -166,7 +166,7 @@ proptest! {
             records.push(Record { partition: 0, offset: offset as u64, envelope: decoded });
         }
 
-        let mut folder = Folder::new(DedupConfig::default(), prices(), 10_000);
+        let mut folder = Folder::new(DedupConfig::default(), prices(), 10_000, 10_000);
         let plan = folder.plan(&records);
         for (project, sessions) in plan.sessions {
             folder.add_sessions(&project, &sessions, Vec::new());

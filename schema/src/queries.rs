@@ -55,6 +55,25 @@ pub const USAGE_DAILY_GROUP: Query = Query {
     sql: include_str!("../queries/usage_daily_group.sql"),
 };
 
+/// The sessions that have a row, of some partitions. Binds: array of kafka_partition.
+pub const PARTITION_SESSIONS: Query = Query {
+    name: "partition_sessions",
+    sql: include_str!("../queries/partition_sessions.sql"),
+};
+
+/// The accounts that have a `usage_hourly` row, of one project in some hours and partitions.
+/// Binds: project_id, array of bucket (Unix seconds), array of kafka_partition.
+pub const USAGE_HOURLY_ACCOUNTS: Query = Query {
+    name: "usage_hourly_accounts",
+    sql: include_str!("../queries/usage_hourly_accounts.sql"),
+};
+
+/// As [`USAGE_HOURLY_ACCOUNTS`], of `usage_daily`.
+pub const USAGE_DAILY_ACCOUNTS: Query = Query {
+    name: "usage_daily_accounts",
+    sql: include_str!("../queries/usage_daily_accounts.sql"),
+};
+
 /// Rows of `tool_usage_hourly` of one project in some hours, partitions and tools.
 /// Binds: project_id, array of bucket (Unix seconds), array of kafka_partition, array of
 /// tool_name.
@@ -153,6 +172,9 @@ pub const ALL: &[Query] = &[
     KNOWN_EVENTS,
     USAGE_HOURLY_GROUP,
     USAGE_DAILY_GROUP,
+    PARTITION_SESSIONS,
+    USAGE_HOURLY_ACCOUNTS,
+    USAGE_DAILY_ACCOUNTS,
     TOOL_USAGE_GROUP,
     REBUILD_EVENTS,
     USAGE_TOTALS_HOURLY,
@@ -242,6 +264,11 @@ pub fn select_columns(sql: &str) -> Vec<String> {
         .iter()
         .map(|item| {
             let item = item.trim();
+            // `SELECT DISTINCT a, b`: the keyword is not part of the first column.
+            let item = match item.get(..9) {
+                Some(head) if head.eq_ignore_ascii_case("DISTINCT ") => item[9..].trim(),
+                _ => item,
+            };
             let upper = item.to_ascii_uppercase();
             match upper.rfind(" AS ") {
                 Some(at) => item[at + 4..].trim().to_owned(),
@@ -280,6 +307,8 @@ mod tests {
     fn the_select_list_is_read_with_aliases_and_without_subqueries() {
         let sql = "-- a comment, FROM nothing\nSELECT a, sum(b) AS total_b, multiIf(? = 'x, y', c, '') AS k,\n t.d\nFROM (SELECT z AS a FROM t) AS t WHERE 1";
         assert_eq!(select_columns(sql), ["a", "total_b", "k", "d"]);
+        let distinct = "SELECT DISTINCT bucket, x.account_id FROM t";
+        assert_eq!(select_columns(distinct), ["bucket", "account_id"]);
     }
 
     #[test]

@@ -49,7 +49,7 @@ fn load_nothing(folder: &mut Folder, records: &[Record]) {
 }
 
 fn new_folder() -> Folder {
-    Folder::new(DedupConfig::default(), PriceTable::built_in(), 1000)
+    Folder::new(DedupConfig::default(), PriceTable::built_in(), 1000, 1000)
 }
 
 fn folder_with_loaded(records: &[Record]) -> Folder {
@@ -195,7 +195,7 @@ fn past_the_cache_limit_untouched_sessions_go_before_usage_rows() {
             })
             .collect()
     };
-    let mut folder = Folder::new(DedupConfig::default(), PriceTable::built_in(), 5);
+    let mut folder = Folder::new(DedupConfig::default(), PriceTable::built_in(), 5, 1000);
     let first = batch(0);
     load_nothing(&mut folder, &first);
     folder.fold(first);
@@ -308,4 +308,69 @@ fn a_plan_looks_up_each_table_of_a_project_once_and_keeps_only_what_it_asked_for
     let mut unasked = out.usage_hourly[0].clone();
     unasked.kafka_partition = 3;
     assert!(!plan.wants_usage(Granularity::Hour, &unasked));
+}
+
+#[test]
+fn a_plan_leaves_out_rows_known_not_to_exist_and_folded_rows_become_known() {
+    let records = vec![
+        record(0, event(1, "old", EventType::LlmRequest, 5)),
+        record(1, event(2, "new", EventType::LlmRequest, 5)),
+    ];
+    let mut folder = new_folder();
+    // Before anything is known, every uncached row is looked up.
+    let plan = folder.plan(&records);
+    assert_eq!(plan.sessions["proj"], ["new", "old"]);
+    assert_eq!(plan.rows.len(), 2, "the hour's and the day's usage rows");
+    assert_eq!(folder.unknown_usage_groups(&records).len(), 2);
+
+    // ClickHouse has session "old" on partition 0, and no usage row in either bucket.
+    let hasher = folder.known().hasher().clone();
+    let known = HashSet64::from_iter([hasher.session("proj", "old")]);
+    folder.load_known_sessions(HashMap::from([(0, known)]));
+    for (_, groups) in folder.unknown_usage_groups(&records) {
+        folder.load_known_accounts(&groups, HashMap::new());
+    }
+    assert!(folder.unknown_usage_groups(&records).is_empty());
+    let plan = folder.plan(&records);
+    assert_eq!(
+        plan.sessions["proj"],
+        ["old"],
+        "only the session that may exist"
+    );
+    assert!(plan.rows.is_empty(), "no usage row can exist yet");
+
+    // A session of another partition is not known either way: it is looked up.
+    let elsewhere = Record {
+        partition: 1,
+        ..record(2, event(3, "new", EventType::LlmRequest, 5))
+    };
+    assert_eq!(folder.plan(&[elsewhere]).sessions["proj"], ["new"]);
+
+    // Folded rows are known to exist: once out of the cache, they are looked up again.
+    load_nothing(&mut folder, &records);
+    folder.fold(records.clone());
+    folder.forget_rows();
+    let plan = folder.plan(&records);
+    assert_eq!(plan.sessions["proj"], ["new", "old"]);
+    assert_eq!(plan.rows.len(), 2);
+}
+
+#[test]
+fn a_revoked_or_rebuilt_partition_forgets_what_it_knew() {
+    let records = vec![record(0, event(1, "s", EventType::LlmRequest, 5))];
+    let mut folder = new_folder();
+    folder.load_known_sessions(HashMap::from([(0, HashSet64::default())]));
+    for (_, groups) in folder.unknown_usage_groups(&records) {
+        folder.load_known_accounts(&groups, HashMap::new());
+    }
+    assert!(folder.plan(&records).sessions.is_empty());
+    // A rebuild rewrites the partition's usage rows: their accounts are read again.
+    folder.rebuild(0, 10, (0, 1), Vec::new());
+    assert_eq!(folder.unknown_usage_groups(&records).len(), 2);
+    assert!(
+        folder.plan(&records).sessions.is_empty(),
+        "sessions stay known"
+    );
+    folder.forget_partition(0);
+    assert_eq!(folder.plan(&records).sessions["proj"], ["s"]);
 }

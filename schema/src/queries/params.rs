@@ -248,6 +248,44 @@ impl Params for UsageGroup<'_> {
     }
 }
 
+/// The sessions that have a row, of some partitions ([`PARTITION_SESSIONS`]).
+pub struct PartitionSessions<'a> {
+    pub partitions: &'a [i32],
+}
+
+impl Params for PartitionSessions<'_> {
+    fn query(&self) -> Query {
+        PARTITION_SESSIONS
+    }
+    fn bind(self, statement: Statement) -> Statement {
+        statement.bind(self.partitions)
+    }
+}
+
+/// The accounts that have a usage row in some buckets and partitions of a project
+/// ([`USAGE_HOURLY_ACCOUNTS`], [`USAGE_DAILY_ACCOUNTS`]).
+pub struct UsageAccounts<'a> {
+    pub granularity: Granularity,
+    pub project_id: &'a str,
+    pub buckets: &'a [u32],
+    pub partitions: &'a [i32],
+}
+
+impl Params for UsageAccounts<'_> {
+    fn query(&self) -> Query {
+        match self.granularity {
+            Granularity::Hour => USAGE_HOURLY_ACCOUNTS,
+            Granularity::Day => USAGE_DAILY_ACCOUNTS,
+        }
+    }
+    fn bind(self, statement: Statement) -> Statement {
+        statement
+            .bind(self.project_id)
+            .bind(self.buckets)
+            .bind(self.partitions)
+    }
+}
+
 /// A project's tool rows in some hours, partitions and tools ([`TOOL_USAGE_GROUP`]).
 pub struct ToolUsageGroup<'a> {
     pub project_id: &'a str,

@@ -22,6 +22,10 @@ struct Args {
     /// The aggregator's batch size.
     #[arg(long, default_value_t = 20_000)]
     batch: usize,
+    /// The aggregator's `max_known_keys` (0 turns off its filter of rows that cannot exist,
+    /// to compare); its default when not given.
+    #[arg(long)]
+    max_known_keys: Option<usize>,
 }
 
 #[tokio::main]
@@ -30,6 +34,11 @@ async fn main() -> anyhow::Result<()> {
     let replay = Replay::generate(42, "bench", args.sessions, 50);
     let mut stage = FoldStage::new(args.partitions).await;
     stage.batch_max_events = args.batch;
+    if let Some(keys) = args.max_known_keys {
+        stage
+            .extra_env
+            .push(("TALLY_MAX_KNOWN_KEYS".into(), keys.to_string()));
+    }
     let records = replay.records.len();
 
     let started = Instant::now();

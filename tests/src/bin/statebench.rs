@@ -37,6 +37,10 @@ struct Args {
     /// Connections posting at once.
     #[arg(long, default_value_t = 8)]
     connections: u64,
+    /// The aggregator's `max_known_keys` (0 turns off its filter of rows that cannot exist,
+    /// to compare); its default when not given.
+    #[arg(long)]
+    max_known_keys: Option<usize>,
 }
 
 /// The highest resident memory seen of a process, in KiB.
@@ -133,6 +137,11 @@ async fn main() -> anyhow::Result<()> {
     );
     let mut stage = FoldStage::new(6).await;
     stage.batch_max_events = 20_000;
+    if let Some(keys) = args.max_known_keys {
+        stage
+            .extra_env
+            .push(("TALLY_MAX_KNOWN_KEYS".into(), keys.to_string()));
+    }
     let aggregator_listen = format!("127.0.0.1:{}", free_port());
     let ingest_listen = format!("127.0.0.1:{}", free_port());
     let aggregator = KillOnDrop(stage.spawn_listening("aggregator", None, &aggregator_listen));

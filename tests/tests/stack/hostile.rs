@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 use tally_quota::{PlanLimits, QuotaConfig};
 use tally_schema::envelope::Envelope;
-use tally_schema::event::Event;
+use tally_schema::event::{Event, Tool};
 use tally_tests::env::Options;
 use tally_tests::read_truth::{Span, Truth};
 use tally_tests::workload::{batch_body, Workload};
@@ -242,12 +242,15 @@ async fn hostile_input_never_stops_folding_loses_events_or_dodges_limits() {
     assert_eq!(answer["accepted"], json!(1));
     accepted.push(max_tokens);
 
-    // 4. A record that decodes but that ClickHouse refuses (a session id far over ingest's
-    //    limits, produced straight to Kafka) is isolated and dead-lettered; the records
-    //    around it fold.
+    // 4. A record that decodes but that ClickHouse refuses (a tool name far over ingest's
+    //    limits, produced straight to Kafka: the lookup of its tool row is larger than any
+    //    query ClickHouse takes) is isolated and dead-lettered; the records around it fold.
     let mut refused: Event =
-        serde_json::from_value(event("custom", "x", "acct-x", now)).expect("event");
-    refused.session_id = "r".repeat(300 * 1024);
+        serde_json::from_value(event("tool_call", "x", "acct-x", now)).expect("event");
+    refused.tool = Some(Tool {
+        name: "r".repeat(300 * 1024),
+        call_id: None,
+    });
     let envelope = Envelope::new("a", now.timestamp_millis(), refused);
     let producer: FutureProducer = env
         .kafka
