@@ -21,10 +21,10 @@ pub struct AggregatorConfig {
     /// Rollup rows (sessions, usage, tools) kept in memory between batches; past it, rows
     /// the last batch did not touch are dropped and reloaded on demand.
     pub max_cached_rows: usize,
-    /// Keys (sessions, and accounts by usage bucket) the aggregator remembers as having a
-    /// row in ClickHouse, so it never looks up a row that cannot exist yet; about 16 bytes
-    /// each. Its partitions' sessions are read when they are assigned, a bucket's accounts
-    /// when a batch first touches it. Past it, the oldest buckets' accounts, then the
+    /// Keys (sessions, and usage rows by bucket) the aggregator remembers as having a row in
+    /// ClickHouse, so it never looks up a row that cannot exist yet; about 16 bytes each.
+    /// Its partitions' sessions are read when they are assigned, a bucket's row keys when a
+    /// batch first touches it. Past it, the oldest buckets' keys, then the
     /// largest partitions' sessions are forgotten, and their rows looked up on every miss.
     /// 0 turns the filter off: every row not in memory is looked up.
     pub max_known_keys: usize,

@@ -354,6 +354,8 @@ impl Aggregator {
         if records.is_empty() {
             return Ok(());
         }
+        self.load_known(&records).await?;
+        phase.end("known");
         self.load(&records).await?;
         phase.end("load");
         let output = self.folder.fold(records);
@@ -427,10 +429,9 @@ impl Aggregator {
         Ok(())
     }
 
-    /// Loads the rows the batch touches that are not in memory.
-    async fn load(&mut self, records: &[Record]) -> Result<(), CallError> {
-        // First which accounts have rows in the buckets this batch opens, so the plan leaves
-        // out the rows that cannot exist.
+    /// Reads which rows exist in the usage buckets this batch opens, so its plan
+    /// leaves out the rows that cannot exist (see `known.rs`).
+    async fn load_known(&mut self, records: &[Record]) -> Result<(), CallError> {
         let hasher = self.folder.known().hasher().clone();
         let unknown = if self.config.max_known_keys > 0 {
             self.folder.unknown_usage_groups(records)
@@ -444,19 +445,29 @@ impl Aggregator {
             buckets.dedup();
             partitions.sort_unstable();
             partitions.dedup();
-            let accounts = self
-                .retry("load known accounts", || {
+            let keys = self
+                .retry("load known usage keys", || {
                     let at = (&buckets[..], &partitions[..]);
-                    self.store
-                        .usage_accounts(granularity, &project, at, &hasher)
+                    self.store.usage_keys(granularity, &project, at, &hasher)
                 })
                 .await?;
-            self.folder.load_known_accounts(&groups, accounts);
+            self.folder.load_known_usage(&groups, keys);
         }
         self.metrics
             .known_keys
             .set(self.folder.known().len() as i64);
+        Ok(())
+    }
+
+    /// Loads the rows the batch touches that are not in memory and may exist.
+    async fn load(&mut self, records: &[Record]) -> Result<(), CallError> {
         let plan = self.folder.plan(records);
+        tracing::debug!(
+            sessions = plan.sessions.values().map(Vec::len).sum::<usize>(),
+            row_groups = plan.rows.len(),
+            row_ids = plan.rows.values().map(Vec::len).sum::<usize>(),
+            "rows to look up"
+        );
         for (project_id, session_ids) in &plan.sessions {
             let rows = self
                 .retry("load sessions", || {

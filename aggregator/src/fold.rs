@@ -156,6 +156,11 @@ fn usage_group(key: &UsageKey) -> Group {
     }
 }
 
+/// A usage row's key within its group: account, model, operation.
+fn row_key(key: &UsageKey) -> (&str, &str, &str) {
+    (&key.account_id, &key.model, &key.operation)
+}
+
 fn tool_group(key: &ToolKey) -> Group {
     Group {
         table: GroupTable::Tools,
@@ -194,23 +199,19 @@ impl Folder {
         self.known.load_sessions(sessions);
     }
 
-    /// Takes in, for each of `groups`, the accounts that have a row, from ClickHouse's list
-    /// by (bucket, partition); a group ClickHouse listed nothing for has no rows.
-    pub fn load_known_accounts(
-        &mut self,
-        groups: &[Group],
-        mut accounts: HashMap<(u32, i32), HashSet64>,
-    ) {
+    /// Takes in, for each of `groups`, the keys of its rows, from ClickHouse's list by
+    /// (bucket, partition); a group ClickHouse listed nothing for has no rows.
+    pub fn load_known_usage(&mut self, groups: &[Group], mut keys: HashMap<(u32, i32), HashSet64>) {
         for group in groups {
-            let set = accounts
+            let set = keys
                 .remove(&(group.bucket, group.kafka_partition))
                 .unwrap_or_default();
             self.known.load_usage_bucket(group.clone(), set);
         }
     }
 
-    /// The usage groups `records` touch whose accounts are not known yet, by table and
-    /// project: the consumer loads their accounts before planning.
+    /// The usage groups `records` touch whose row keys are not known yet, by table and
+    /// project: the consumer loads their keys before planning.
     pub fn unknown_usage_groups(
         &self,
         records: &[Record],
@@ -260,7 +261,7 @@ impl Folder {
                 );
                 let group = usage_group(&key);
                 if !self.usage.contains_key(&key)
-                    && self.known.usage(&group, &key.account_id) == Existence::Maybe
+                    && self.known.usage(&group, row_key(&key)) == Existence::Maybe
                 {
                     let account = key.account_id.clone();
                     rows.entry(group).or_default().insert(account);
@@ -409,7 +410,7 @@ impl Folder {
                     .or_insert_with(|| UsageRow::empty(&key));
                 if !row.has_applied(partition, offset) {
                     row.fold(event, cost, offset);
-                    self.known.add_usage(&usage_group(&key), &key.account_id);
+                    self.known.add_usage(&usage_group(&key), row_key(&key));
                     touched_usage.insert(key);
                     applied = true;
                     // The daily row is what quota counters restart from, so it decides.

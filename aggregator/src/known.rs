@@ -1,10 +1,10 @@
 //! Which rows exist in ClickHouse, so the fold never looks up a row that cannot exist yet.
 //!
-//! Most batches open new sessions and new accounts' buckets; looking each up costs a read of
+//! Most batches open new sessions and new usage rows; looking each up costs a read of
 //! the granules its key falls in, which at millions of sessions is a scan per batch. The
 //! aggregator owns its partitions' rows: nobody else writes them while it does. So it takes,
 //! once, the keys that have a row — a partition's sessions when the partition is assigned, a
-//! usage bucket's accounts the first time a batch touches it — and adds every key it folds
+//! usage bucket's row keys the first time a batch touches it — and adds every key it folds
 //! after. A key outside these sets has no row and starts empty; a key inside is looked up
 //! as before (or found in the row cache).
 //!
@@ -52,8 +52,9 @@ impl KeyHasher {
         self.0.hash_one((project_id, session_id))
     }
 
-    pub fn account(&self, account_id: &str) -> u64 {
-        self.0.hash_one(account_id)
+    /// A usage row's key within its bucket: account, model, operation.
+    pub fn usage(&self, account_id: &str, model: &str, operation: &str) -> u64 {
+        self.0.hash_one((account_id, model, operation))
     }
 }
 
@@ -117,24 +118,31 @@ impl KnownRows {
         self.usage.contains_key(bucket)
     }
 
-    /// Takes in the accounts of a usage bucket, hashed by [`KnownRows::hasher`] as
+    /// Takes in the row keys of a usage bucket, hashed by [`KnownRows::hasher`] as
     /// ClickHouse listed them.
-    pub fn load_usage_bucket(&mut self, bucket: Group, accounts: HashSet64) {
+    pub fn load_usage_bucket(&mut self, bucket: Group, keys: HashSet64) {
         let keep = bucket.clone();
-        self.usage.insert(bucket, accounts);
+        self.usage.insert(bucket, keys);
         self.bound(Some(&keep));
     }
 
-    pub fn usage(&self, bucket: &Group, account_id: &str) -> Existence {
+    /// Whether a usage row (account, model, operation) may exist in a bucket.
+    pub fn usage(
+        &self,
+        bucket: &Group,
+        (account, model, operation): (&str, &str, &str),
+    ) -> Existence {
         match self.usage.get(bucket) {
-            Some(set) if !set.contains(&self.hasher.account(account_id)) => Existence::Absent,
+            Some(set) if !set.contains(&self.hasher.usage(account, model, operation)) => {
+                Existence::Absent
+            }
             _ => Existence::Maybe,
         }
     }
 
-    /// Notes that an account has (or is about to have) a row in a usage bucket.
-    pub fn add_usage(&mut self, bucket: &Group, account_id: &str) {
-        let hash = self.hasher.account(account_id);
+    /// Notes that a usage row has (or is about to have) a row in a bucket.
+    pub fn add_usage(&mut self, bucket: &Group, (account, model, operation): (&str, &str, &str)) {
+        let hash = self.hasher.usage(account, model, operation);
         if let Some(set) = self.usage.get_mut(bucket) {
             set.insert(hash);
         }
@@ -228,15 +236,22 @@ mod tests {
         HashMap::from([(partition, set)])
     }
 
+    /// Usage row keys of these accounts, all with one model and operation.
     fn accounts(known: &KnownRows, ids: &[&str]) -> HashSet64 {
-        ids.iter().map(|a| known.hasher().account(a)).collect()
+        ids.iter()
+            .map(|a| known.hasher().usage(a, "m", "chat"))
+            .collect()
+    }
+
+    fn row(account: &str) -> (&str, &str, &str) {
+        (account, "m", "chat")
     }
 
     #[test]
     fn an_unloaded_partition_or_bucket_answers_maybe() {
         let known = KnownRows::new(100);
         assert_eq!(known.session(0, "p", "s"), Existence::Maybe);
-        assert_eq!(known.usage(&day(0, 1), "a"), Existence::Maybe);
+        assert_eq!(known.usage(&day(0, 1), row("a")), Existence::Maybe);
     }
 
     #[test]
@@ -261,13 +276,15 @@ mod tests {
         let a = accounts(&known, &["a"]);
         known.load_usage_bucket(day(0, 1), a);
         assert!(known.has_usage_bucket(&day(0, 1)));
-        assert_eq!(known.usage(&day(0, 1), "a"), Existence::Maybe);
-        assert_eq!(known.usage(&day(0, 1), "b"), Existence::Absent);
-        known.add_usage(&day(0, 1), "b");
-        assert_eq!(known.usage(&day(0, 1), "b"), Existence::Maybe);
+        assert_eq!(known.usage(&day(0, 1), row("a")), Existence::Maybe);
+        assert_eq!(known.usage(&day(0, 1), row("b")), Existence::Absent);
+        let other_model = ("a", "m2", "chat");
+        assert_eq!(known.usage(&day(0, 1), other_model), Existence::Absent);
+        known.add_usage(&day(0, 1), row("b"));
+        assert_eq!(known.usage(&day(0, 1), row("b")), Existence::Maybe);
         // Adding to a bucket never loaded does not make it known.
-        known.add_usage(&day(0, 2), "b");
-        assert_eq!(known.usage(&day(0, 2), "c"), Existence::Maybe);
+        known.add_usage(&day(0, 2), row("b"));
+        assert_eq!(known.usage(&day(0, 2), row("c")), Existence::Maybe);
     }
 
     #[test]
@@ -279,8 +296,8 @@ mod tests {
         known.load_usage_bucket(day(1, 1), a);
         known.forget_partition(0);
         assert_eq!(known.session(0, "p", "s2"), Existence::Maybe);
-        assert_eq!(known.usage(&day(0, 1), "b"), Existence::Maybe);
-        assert_eq!(known.usage(&day(1, 1), "b"), Existence::Absent);
+        assert_eq!(known.usage(&day(0, 1), row("b")), Existence::Maybe);
+        assert_eq!(known.usage(&day(1, 1), row("b")), Existence::Absent);
     }
 
     #[test]

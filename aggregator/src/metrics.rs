@@ -11,7 +11,7 @@ pub struct Metrics {
     /// Records by outcome: folded, resend (skipped), redelivery (skipped), dead_lettered.
     pub records: IntCounterVec,
     pub rows_written: IntCounterVec,
-    /// Time per batch in each phase: decode, load, fold, write, commit, rebuild.
+    /// Time per batch in each phase: decode, known, load, fold, write, quota, commit, rebuild.
     pub phase_duration: HistogramVec,
     pub write_failures: IntCounter,
     pub assigned_partitions: IntGauge,
@@ -54,7 +54,7 @@ impl Metrics {
                 HistogramVec::new(
                     HistogramOpts::new(
                         "tally_aggregator_batch_phase_duration_seconds",
-                        "Time one batch spends in each phase: decode, load (rows from ClickHouse), fold, write, commit, rebuild.",
+                        "Time one batch spends in each phase: decode, known (which rows exist), load (rows from ClickHouse), fold, write, quota, commit, rebuild.",
                     )
                     .buckets(latency_buckets()),
                     &["phase"],
@@ -125,7 +125,7 @@ impl Metrics {
                 &r,
                 IntGauge::new(
                     "tally_aggregator_known_keys",
-                    "Keys (sessions; accounts by usage bucket) remembered as having a row, so rows \
+                    "Keys (sessions; usage rows by bucket) remembered as having a row, so rows \
                      that cannot exist are not looked up; bounded by max_known_keys.",
                 ),
             ),

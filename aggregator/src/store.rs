@@ -28,12 +28,14 @@ struct SessionKeyRow {
     session_id: String,
 }
 
-/// An account that has a usage row in a bucket ([`params::UsageAccounts`]).
+/// The key of a usage row in a bucket ([`params::UsageKeys`]).
 #[derive(Debug, Row, Deserialize)]
-struct AccountKeyRow {
+struct UsageKeyRow {
     bucket_start: u32,
     kafka_partition: i32,
     account_id: String,
+    model: String,
+    operation: String,
 }
 
 #[derive(Clone)]
@@ -162,9 +164,9 @@ impl Store {
         Ok(known)
     }
 
-    /// The accounts that have a usage row in `buckets` × `partitions` of a project, by
-    /// (bucket, partition), hashed as they stream in.
-    pub async fn usage_accounts(
+    /// The keys of a project's usage rows in `buckets` × `partitions`, by (bucket,
+    /// partition), hashed as they stream in.
+    pub async fn usage_keys(
         &self,
         granularity: Granularity,
         project_id: &str,
@@ -172,18 +174,18 @@ impl Store {
         hasher: &KeyHasher,
     ) -> Result<HashMap<(u32, i32), HashSet64>, clickhouse::error::Error> {
         let mut known: HashMap<(u32, i32), HashSet64> = HashMap::new();
-        let params = params::UsageAccounts {
+        let params = params::UsageKeys {
             granularity,
             project_id,
             buckets,
             partitions,
         };
-        let mut cursor = prepare(&self.client, params).fetch::<AccountKeyRow>()?;
+        let mut cursor = prepare(&self.client, params).fetch::<UsageKeyRow>()?;
         while let Some(row) = cursor.next().await? {
             known
                 .entry((row.bucket_start, row.kafka_partition))
                 .or_default()
-                .insert(hasher.account(&row.account_id));
+                .insert(hasher.usage(&row.account_id, &row.model, &row.operation));
         }
         Ok(known)
     }
@@ -348,8 +350,8 @@ mod columns {
     fn rows_read_the_columns_their_queries_return() {
         assert_columns::<KnownEvent>(&q::KNOWN_EVENTS);
         assert_columns::<SessionKeyRow>(&q::PARTITION_SESSIONS);
-        assert_columns::<AccountKeyRow>(&q::USAGE_HOURLY_ACCOUNTS);
-        assert_columns::<AccountKeyRow>(&q::USAGE_DAILY_ACCOUNTS);
+        assert_columns::<UsageKeyRow>(&q::USAGE_HOURLY_KEYS);
+        assert_columns::<UsageKeyRow>(&q::USAGE_DAILY_KEYS);
         assert_columns::<PartitionUsage>(&q::PARTITION_HOURLY_USAGE_SINCE);
         assert_columns::<PartitionUsage>(&q::PARTITION_DAILY_USAGE_SINCE);
         assert_columns::<RecentSecond>(&q::PARTITION_RECENT_SECONDS);

@@ -61,17 +61,18 @@ pub const PARTITION_SESSIONS: Query = Query {
     sql: include_str!("../queries/partition_sessions.sql"),
 };
 
-/// The accounts that have a `usage_hourly` row, of one project in some hours and partitions.
-/// Binds: project_id, array of bucket (Unix seconds), array of kafka_partition.
-pub const USAGE_HOURLY_ACCOUNTS: Query = Query {
-    name: "usage_hourly_accounts",
-    sql: include_str!("../queries/usage_hourly_accounts.sql"),
+/// The keys (account, model, operation) of the `usage_hourly` rows of one project in some
+/// hours and partitions. Binds: project_id, array of bucket (Unix seconds), array of
+/// kafka_partition.
+pub const USAGE_HOURLY_KEYS: Query = Query {
+    name: "usage_hourly_keys",
+    sql: include_str!("../queries/usage_hourly_keys.sql"),
 };
 
-/// As [`USAGE_HOURLY_ACCOUNTS`], of `usage_daily`.
-pub const USAGE_DAILY_ACCOUNTS: Query = Query {
-    name: "usage_daily_accounts",
-    sql: include_str!("../queries/usage_daily_accounts.sql"),
+/// As [`USAGE_HOURLY_KEYS`], of `usage_daily`.
+pub const USAGE_DAILY_KEYS: Query = Query {
+    name: "usage_daily_keys",
+    sql: include_str!("../queries/usage_daily_keys.sql"),
 };
 
 /// Rows of `tool_usage_hourly` of one project in some hours, partitions and tools.
@@ -173,8 +174,8 @@ pub const ALL: &[Query] = &[
     USAGE_HOURLY_GROUP,
     USAGE_DAILY_GROUP,
     PARTITION_SESSIONS,
-    USAGE_HOURLY_ACCOUNTS,
-    USAGE_DAILY_ACCOUNTS,
+    USAGE_HOURLY_KEYS,
+    USAGE_DAILY_KEYS,
     TOOL_USAGE_GROUP,
     REBUILD_EVENTS,
     USAGE_TOTALS_HOURLY,

@@ -318,13 +318,16 @@ EXPECTED = {
     "usage_hourly_group": (["a", [HOUR], [0], ["acct-1", "acct-2", "missing"]], ["acct-1 5 14", "acct-2 1 14"]),
     "usage_daily_group": (["a", [DAY, DAY - 86400], [0, 5], ["acct-1"]], ["acct-1 5 14"]),
     "tool_usage_group": (["a", [HOUR], [0], ["search", "missing"]], ["search 4 9"]),
-    # Which sessions and accounts have a row at all (any version).
+    # Which sessions and usage rows exist at all (any version).
     "partition_sessions": (
         [[0, 5]],
         ["0 a s1", "0 a s2", "0 b s1", "0 q s9", "0 r s1", "0 r s2", "0 r s3", "0 r s4"],
     ),
-    "usage_hourly_accounts": (["a", [HOUR], [0, 1]], [f"{HOUR} 0 acct-1", f"{HOUR} 0 acct-2", f"{HOUR} 1 acct-1"]),
-    "usage_daily_accounts": (["a", [DAY, DAY - 86400], [0, 5]], [f"{DAY} 0 acct-1"]),
+    "usage_hourly_keys": (
+        ["a", [HOUR], [0, 1]],
+        [f"{HOUR} 0 acct-1 gpt-4o chat", f"{HOUR} 0 acct-2 gpt-4o chat", f"{HOUR} 1 acct-1 gpt-4o chat"],
+    ),
+    "usage_daily_keys": (["a", [DAY, DAY - 86400], [0, 5]], [f"{DAY} 0 acct-1 gpt-4o chat"]),
     # Sessions of partition 0 with an event in [T0 - 10 s, T0 + 10 s), below offset 5, in
     # offset order: a/s1 whole (its duplicate e-3 once) and b/s1; a/s2's event is at offset 5.
     # Partition 0's latest acct-1 row (5 events) plus partition 1's (2) and acct-2's (1).
@@ -375,7 +378,10 @@ MORE_CASES = {
         ([0, "a", "s1", 1, T0 + 2000, T0 + 2000, "e-3", 1000], []),
     ],
     "partition_sessions": [([[5]], [])],
-    "usage_hourly_accounts": [(["r", [HOUR], [0, 1]], []), (["big", [HOUR], [7]], [f"{HOUR} 7 acct-big"])],
+    "usage_hourly_keys": [
+        (["r", [HOUR], [0, 1]], []),
+        (["big", [HOUR], [7]], [f"{HOUR} 7 acct-big a chat", f"{HOUR} 7 acct-big b chat"]),
+    ],
     "partition_daily_usage_since": [
         ([7, DAY], [f"big acct-big {DAY} 9223372036854775807 9223372036854775807 1"]),
     ],
@@ -462,8 +468,8 @@ def summarize(name, output):
         "partition_daily_usage_since",
         "partition_hourly_usage_since",
         "partition_recent_seconds",
-        "usage_hourly_accounts",
-        "usage_daily_accounts",
+        "usage_hourly_keys",
+        "usage_daily_keys",
     ):
         return sorted(" ".join(r) for r in rows)
     raise AssertionError(f"no summary for {name}")

@@ -328,7 +328,7 @@ fn a_plan_leaves_out_rows_known_not_to_exist_and_folded_rows_become_known() {
     let known = HashSet64::from_iter([hasher.session("proj", "old")]);
     folder.load_known_sessions(HashMap::from([(0, known)]));
     for (_, groups) in folder.unknown_usage_groups(&records) {
-        folder.load_known_accounts(&groups, HashMap::new());
+        folder.load_known_usage(&groups, HashMap::new());
     }
     assert!(folder.unknown_usage_groups(&records).is_empty());
     let plan = folder.plan(&records);
@@ -361,7 +361,7 @@ fn a_revoked_or_rebuilt_partition_forgets_what_it_knew() {
     let mut folder = new_folder();
     folder.load_known_sessions(HashMap::from([(0, HashSet64::default())]));
     for (_, groups) in folder.unknown_usage_groups(&records) {
-        folder.load_known_accounts(&groups, HashMap::new());
+        folder.load_known_usage(&groups, HashMap::new());
     }
     assert!(folder.plan(&records).sessions.is_empty());
     // A rebuild rewrites the partition's usage rows: their accounts are read again.

@@ -262,20 +262,20 @@ impl Params for PartitionSessions<'_> {
     }
 }
 
-/// The accounts that have a usage row in some buckets and partitions of a project
-/// ([`USAGE_HOURLY_ACCOUNTS`], [`USAGE_DAILY_ACCOUNTS`]).
-pub struct UsageAccounts<'a> {
+/// The keys of a project's usage rows in some buckets and partitions
+/// ([`USAGE_HOURLY_KEYS`], [`USAGE_DAILY_KEYS`]).
+pub struct UsageKeys<'a> {
     pub granularity: Granularity,
     pub project_id: &'a str,
     pub buckets: &'a [u32],
     pub partitions: &'a [i32],
 }
 
-impl Params for UsageAccounts<'_> {
+impl Params for UsageKeys<'_> {
     fn query(&self) -> Query {
         match self.granularity {
-            Granularity::Hour => USAGE_HOURLY_ACCOUNTS,
-            Granularity::Day => USAGE_DAILY_ACCOUNTS,
+            Granularity::Hour => USAGE_HOURLY_KEYS,
+            Granularity::Day => USAGE_DAILY_KEYS,
         }
     }
     fn bind(self, statement: Statement) -> Statement {

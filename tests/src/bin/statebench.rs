@@ -41,6 +41,9 @@ struct Args {
     /// to compare); its default when not given.
     #[arg(long)]
     max_known_keys: Option<usize>,
+    /// The aggregator's `max_cached_rows`; its default when not given.
+    #[arg(long)]
+    max_cached_rows: Option<usize>,
 }
 
 /// The highest resident memory seen of a process, in KiB.
@@ -141,6 +144,11 @@ async fn main() -> anyhow::Result<()> {
         stage
             .extra_env
             .push(("TALLY_MAX_KNOWN_KEYS".into(), keys.to_string()));
+    }
+    if let Some(rows) = args.max_cached_rows {
+        stage
+            .extra_env
+            .push(("TALLY_MAX_CACHED_ROWS".into(), rows.to_string()));
     }
     let aggregator_listen = format!("127.0.0.1:{}", free_port());
     let ingest_listen = format!("127.0.0.1:{}", free_port());
