@@ -24,6 +24,20 @@ pub fn require_json(request: &HttpRequest) -> Result<(), ApiError> {
     }
 }
 
+/// Most bytes of a quota check's or an admin route's body, after decompression: each is one
+/// small JSON object.
+pub const SMALL_BODY_LIMIT: usize = 64 * 1024;
+
+/// Reads a small JSON body ([`SMALL_BODY_LIMIT`]; gzip and zstd decoded) into `T`: a body
+/// past the limit gets Tally's 413, a malformed one a 400 naming the field.
+pub async fn read_small_json<T: serde::de::DeserializeOwned>(
+    request: &HttpRequest,
+    payload: web::Payload,
+) -> Result<T, ApiError> {
+    let body = read_json_body(request, payload, SMALL_BODY_LIMIT).await?;
+    parse_json_body(&body)
+}
+
 /// Reads the body and decodes its `Content-Encoding`; both steps stop at `limit` bytes.
 pub async fn read_json_body(
     request: &HttpRequest,

@@ -8,7 +8,7 @@
 
 use crate::admin::AdminState;
 use crate::auth::Scope;
-use crate::body::parse_json_body;
+use crate::body::read_small_json;
 use crate::error::ApiError;
 use crate::quota::check::account_id;
 use crate::ratelimit::RouteGroup;
@@ -89,13 +89,13 @@ pub async fn put_account(
     state: web::Data<AdminState>,
     request: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let principal = state
         .gate
         .admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
-    let body: SettingsBody = parse_json_body(&body)?;
+    let body: SettingsBody = read_small_json(&request, payload).await?;
     if let Some(plan) = &body.plan {
         if !state.quota.config.plans.contains_key(plan) {
             let known: Vec<&String> = state.quota.config.plans.keys().collect();
@@ -126,13 +126,13 @@ pub async fn adjust_usage(
     state: web::Data<AdminState>,
     request: HttpRequest,
     path: web::Path<String>,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let principal = state
         .gate
         .admit(&request, Scope::Admin, RouteGroup::Admin)?;
     let account = account_id(&principal, &path.into_inner())?;
-    let body: AdjustmentBody = parse_json_body(&body)?;
+    let body: AdjustmentBody = read_small_json(&request, payload).await?;
     let cost_nanos = match &body.cost_usd {
         None => None,
         Some(n) => Some(json_signed_usd_nanos(n).ok_or_else(|| {

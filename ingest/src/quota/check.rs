@@ -2,7 +2,7 @@
 
 use super::QuotaState;
 use crate::auth::{Principal, Scope};
-use crate::body::parse_json_body;
+use crate::body::read_small_json;
 use crate::error::ApiError;
 use crate::quota::CheckState;
 use crate::ratelimit::RouteGroup;
@@ -32,12 +32,12 @@ pub struct CheckBody {
 pub async fn post_check(
     state: web::Data<CheckState>,
     request: HttpRequest,
-    body: web::Bytes,
+    payload: web::Payload,
 ) -> Result<HttpResponse, ApiError> {
     let principal = state
         .gate
         .admit(&request, Scope::Ingest, RouteGroup::Quota)?;
-    let body: CheckBody = parse_json_body(&body)?;
+    let body: CheckBody = read_small_json(&request, payload).await?;
     let account_id = account_id(&principal, &body.account_id)?;
     let estimated_cost_nanos = match &body.estimated_cost_usd {
         None => 0,

@@ -112,3 +112,57 @@ fn roles_are_checked_when_the_configuration_is_read() {
     let parsed: IngestConfig = serde_json::from_value(json!({"roles": ["read", "quota"]})).unwrap();
     assert_eq!(parsed.roles, [Role::Read, Role::Quota]);
 }
+
+/// The quota check's and the admin routes' bodies are small JSON objects: past
+/// `SMALL_BODY_LIMIT` they get Tally's 413 (a JSON error with its code), compressed or not.
+#[actix_web::test]
+async fn small_json_bodies_past_their_limit_get_a_tally_413() {
+    let services = services(config(&Role::ALL), Arc::new(FakeSink::default()));
+    let app = actix_test::init_service(app(&services)).await;
+    let padding = "x".repeat(crate::body::SMALL_BODY_LIMIT);
+    let cases = [
+        (
+            "POST",
+            "/v1/quota/check",
+            json!({"account_id": "acct", "operation": padding}),
+        ),
+        ("PUT", "/v1/admin/accounts/acct", json!({"plan": padding})),
+        (
+            "POST",
+            "/v1/admin/accounts/acct/adjustments",
+            json!({"tokens": 1, "reason": padding}),
+        ),
+    ];
+    for (method, uri, body) in cases {
+        for gzip in [false, true] {
+            let raw = serde_json::to_vec(&body).unwrap();
+            let mut request = match method {
+                "PUT" => actix_test::TestRequest::put(),
+                _ => actix_test::TestRequest::post(),
+            }
+            .uri(uri)
+            .insert_header(("authorization", format!("Bearer {KEY}")))
+            .insert_header(("content-type", "application/json"));
+            let sent = if gzip {
+                use std::io::Write;
+                let mut encoder =
+                    flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder.write_all(&raw).unwrap();
+                request = request.insert_header(("content-encoding", "gzip"));
+                encoder.finish().unwrap()
+            } else {
+                raw
+            };
+            let response =
+                actix_test::call_service(&app, request.set_payload(sent).to_request()).await;
+            let status = response.status().as_u16();
+            let answer: Value = serde_json::from_slice(&actix_test::read_body(response).await)
+                .unwrap_or(Value::Null);
+            assert_eq!(status, 413, "{method} {uri} gzip={gzip}: {answer}");
+            assert_eq!(
+                answer["error"]["code"], "payload_too_large",
+                "{method} {uri}: {answer}"
+            );
+        }
+    }
+}
