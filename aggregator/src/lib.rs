@@ -1,8 +1,9 @@
 //! tally-aggregator: the Kafka consumer group that folds events into ClickHouse.
 //!
 //! [`consumer::Aggregator`] reads `tally.events.v1`, [`fold::Folder`] applies each record
-//! exactly once to the raw event store and the session rollups, [`store::Store`] writes them,
-//! and offsets are committed only after ClickHouse has the rows. It also restores and
+//! exactly once to the raw event store and the session rollups (looking up only rows that
+//! may exist, [`known`]), [`store::Store`] writes them, and offsets are committed only after
+//! ClickHouse has the rows. It also restores and
 //! publishes the quota counters (`consumer/quota.rs`, with `tally_quota::QuotaLedger`),
 //! emits threshold alerts ([`alerts`]), dead-letters what cannot be folded, drops expired
 //! months and rebuilds rollups on request. The rows and queries are `tally-schema`'s, the
