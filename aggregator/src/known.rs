@@ -151,8 +151,7 @@ impl KnownRows {
     /// Forgets what is known of a partition's rows (revoked, or rebuilt).
     pub fn forget_partition(&mut self, partition: i32) {
         self.sessions.remove(&partition);
-        self.usage
-            .retain(|bucket, _| bucket.kafka_partition != partition);
+        self.forget_usage_of(partition);
     }
 
     /// Forgets a partition's usage buckets only (a rebuild rewrote them).
